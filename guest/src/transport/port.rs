@@ -1,0 +1,149 @@
+//! Sessions on the virtio-serial port `boxyard.agent`.
+//!
+//! The port is one byte pipe whose host end comes and goes (QEMU's chardev socket: the runner connects, dies,
+//! reconnects). The guest driver reports the host's absence as EOF on read and as a hang-up in poll. One session runs
+//! at a time: when it ends (EOF, error), the port returns to the handshake and waits for the next HELLO. While the
+//! host is away, reads return EOF immediately, so the handshake loop sleeps briefly between attempts.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use boxyard_proto::session::{HandshakeError, server_handshake};
+use nix::fcntl::{OFlag, open};
+use nix::sys::stat::Mode;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::sync::oneshot;
+
+const HOST_AWAY_POLL: Duration = Duration::from_millis(20);
+
+/// Finds the device node of the virtio-serial port with this name.
+pub fn find_port(name: &str) -> Option<PathBuf> {
+    let dir = std::fs::read_dir("/sys/class/virtio-ports").ok()?;
+    for entry in dir.flatten() {
+        let Ok(n) = std::fs::read_to_string(entry.path().join("name")) else {
+            continue;
+        };
+        if n.trim() == name {
+            return Some(Path::new("/dev").join(entry.file_name()));
+        }
+    }
+    None
+}
+
+/// One session on the port. Dropping it lets the next session start.
+pub struct PortSession {
+    fd: Arc<AsyncFd<OwnedFd>>,
+    /// The host went away: reads return EOF and writes fail from now on.
+    hung_up: bool,
+    _done: Option<oneshot::Sender<()>>,
+}
+
+impl tonic::transport::server::Connected for PortSession {
+    type ConnectInfo = ();
+    fn connect_info(&self) {}
+}
+
+fn host_hung_up(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, zero timeout.
+    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLHUP != 0 }
+}
+
+impl AsyncRead for PortSession {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        if self.hung_up {
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let unfilled = buf.initialize_unfilled();
+            match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), unfilled).map_err(std::io::Error::from)) {
+                Ok(Ok(0)) => {
+                    drop(guard);
+                    self.hung_up = true;
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}
+
+impl AsyncWrite for PortSession {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, data: &[u8]) -> Poll<std::io::Result<usize>> {
+        loop {
+            if self.hung_up {
+                return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
+            }
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(std::io::Error::from)) {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => {
+                    // A write blocks for good while the host is away; notice that instead of waiting forever.
+                    if host_hung_up(self.fd.get_ref()) {
+                        drop(guard);
+                        self.hung_up = true;
+                    }
+                }
+            }
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// Yields one handshaken session at a time, forever.
+pub fn sessions(device: &Path) -> std::io::Result<impl futures::Stream<Item = std::io::Result<PortSession>> + use<>> {
+    let fd = open(
+        device,
+        OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
+        Mode::empty(),
+    )?;
+    let fd = Arc::new(crate::fd::register(fd)?);
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        loop {
+            let (done_tx, done_rx) = oneshot::channel();
+            let mut session = PortSession {
+                fd: fd.clone(),
+                hung_up: false,
+                _done: Some(done_tx),
+            };
+            match server_handshake(&mut session).await {
+                Ok(_) => {
+                    if tx.send(Ok(session)).await.is_err() {
+                        return;
+                    }
+                    // Wait until the server drops the session before reading the port again.
+                    let _ = done_rx.await;
+                }
+                Err(HandshakeError::Closed) => tokio::time::sleep(HOST_AWAY_POLL).await,
+                Err(e) => {
+                    eprintln!("boxyard-guest: agent port: {e}");
+                    tokio::time::sleep(HOST_AWAY_POLL).await;
+                }
+            }
+        }
+    });
+    Ok(tokio_stream::wrappers::ReceiverStream::new(rx))
+}

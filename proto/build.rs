@@ -1,0 +1,14 @@
+//! Generates the tonic/prost code for every .proto file. protoc comes from protoc-bin-vendored unless `PROTOC` names
+//! another one.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var_os("PROTOC").is_none() {
+        let protoc = protoc_bin_vendored::protoc_bin_path()?;
+        // SAFETY: build scripts are single-threaded; nothing else reads the environment concurrently.
+        unsafe { std::env::set_var("PROTOC", protoc) };
+    }
+    println!("cargo:rerun-if-env-changed=PROTOC");
+    println!("cargo:rerun-if-changed=proto");
+    tonic_prost_build::configure().compile_protos(&["proto/boxyard/agent/v1/agent.proto"], &["proto"])?;
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The host side of the guest agent channel.
+//!
+//! [`connect`] opens a gRPC channel to an agent over its unix socket (QEMU's end of the virtio-serial port, or the
+//! local backend's socket), running the session handshake on every (re)connection. [`output`] follows one
+//! execution's output from a cursor and survives the channel being cut: the caller keeps its cursor and calls again.
+
+mod output;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use boxyard_proto::agent::agent_client::AgentClient;
+use boxyard_proto::session::{HandshakeError, client_handshake};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixStream;
+use tonic::transport::{Channel, Endpoint};
+
+pub use output::{Collected, OutputEvent, OutputFollower, collect};
+
+/// A gRPC client of one guest agent.
+pub type Agent = AgentClient<Channel>;
+
+/// How long one handshake attempt waits for the agent's READY.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("the guest agent at {path} did not become ready within {timeout:?}: {last}")]
+    Timeout {
+        path: PathBuf,
+        timeout: Duration,
+        last: String,
+    },
+    #[error("cannot open a gRPC channel to the guest agent: {0}")]
+    Channel(#[from] tonic::transport::Error),
+}
+
+/// Opens a unix socket and completes the session handshake, retrying until `deadline`.
+async fn open_session(path: &Path, deadline: tokio::time::Instant) -> Result<UnixStream, String> {
+    let mut last;
+    loop {
+        match UnixStream::connect(path).await {
+            Ok(mut s) => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match client_handshake(&mut s, HANDSHAKE_TIMEOUT.min(left.max(Duration::from_millis(10)))).await {
+                    Ok(_) => return Ok(s),
+                    Err(e @ HandshakeError::Timeout(_)) => last = e.to_string(),
+                    Err(e) => last = e.to_string(),
+                }
+            }
+            Err(e) => last = format!("connect {}: {e}", path.display()),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(last);
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Connects to the agent at `path`, waiting up to `timeout` for it to become ready (a VM that is still booting).
+///
+/// The returned client reconnects by itself (with a fresh handshake) when the channel breaks.
+pub async fn connect(path: &Path, timeout: Duration) -> Result<Agent, ConnectError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    // The first session is opened here so that "not ready in time" is reported clearly; later reconnections use
+    // the connector below with a shorter budget.
+    let first = open_session(path, deadline)
+        .await
+        .map_err(|last| ConnectError::Timeout {
+            path: path.to_path_buf(),
+            timeout,
+            last,
+        })?;
+    let first = std::sync::Arc::new(std::sync::Mutex::new(Some(first)));
+    let path = path.to_path_buf();
+    let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+        let path = path.clone();
+        let first = first.clone();
+        async move {
+            if let Some(s) = first.lock().unwrap().take() {
+                return Ok::<_, std::io::Error>(TokioIo::new(s));
+            }
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+            open_session(&path, deadline)
+                .await
+                .map(TokioIo::new)
+                .map_err(std::io::Error::other)
+        }
+    });
+    let channel = Endpoint::from_static("http://boxyard-agent")
+        .connect_timeout(Duration::from_secs(15))
+        .connect_with_connector(connector)
+        .await?;
+    Ok(AgentClient::new(channel)
+        .max_decoding_message_size(16 << 20)
+        .max_encoding_message_size(16 << 20))
+}

@@ -1,0 +1,128 @@
+//! Command-line interface of `boxyard-runner`.
+
+mod bench;
+mod vm_run;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use boxyard_runner::launch::GuestImage;
+use boxyard_runner::vm::qemu::{Accel, Machine, QemuBackend};
+
+/// Exit status when the runner itself failed (not the command), as `docker run` does.
+pub const EXIT_RUNNER_ERROR: u8 = 125;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "boxyard-runner",
+    version,
+    about = "The Boxyard runner agent: boots box microVMs and runs commands in them"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Drive a single VM by hand (development and diagnostics).
+    #[command(subcommand)]
+    Vm(VmCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum VmCommand {
+    /// Boot a VM, run one command in it, stream its output, exit with its exit code, tear the VM down.
+    ///
+    /// Exit status: the command's own; 128+N if a signal N killed it; 124 if --timeout fired; 125 if the runner
+    /// failed.
+    Run(vm_run::RunArgs),
+    /// Measure boot time to agent ready and exec round trips; prints medians.
+    Bench(bench::BenchArgs),
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum AccelArg {
+    /// KVM when the CPU has hardware virtualization (vmx/svm), TCG otherwise.
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum MachineArg {
+    Microvm,
+    Q35,
+}
+
+/// Options shared by every command that boots VMs.
+#[derive(Args, Debug, Clone)]
+pub struct VmOptions {
+    /// Directory with the guest kernel and initramfs (scripts/build-guest.sh output).
+    #[arg(long, env = "BOXYARD_GUEST_DIR", default_value = "build/guest/current")]
+    pub guest_dir: PathBuf,
+    /// Guest kernel (overrides --guest-dir).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Guest initramfs (overrides --guest-dir).
+    #[arg(long)]
+    pub initramfs: Option<PathBuf>,
+    /// Read-only ext4 root filesystem image (scripts/build-rootfs.sh output).
+    #[arg(long, env = "BOXYARD_ROOTFS", default_value = "build/rootfs/busybox.ext4")]
+    pub rootfs: PathBuf,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub memory: u32,
+    /// CPU acceleration.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelArg,
+    /// QEMU machine type.
+    #[arg(long, value_enum, default_value = "microvm")]
+    pub machine: MachineArg,
+    /// QEMU binary.
+    #[arg(long, default_value = "qemu-system-x86_64")]
+    pub qemu: PathBuf,
+    /// Seconds to wait for the guest agent after starting the VM.
+    #[arg(long, default_value_t = 60)]
+    pub boot_timeout: u64,
+    /// Extra kernel command-line words (repeatable), e.g. boxyard.debug.
+    #[arg(long = "kernel-arg")]
+    pub kernel_args: Vec<String>,
+}
+
+impl VmOptions {
+    pub fn backend(&self) -> QemuBackend {
+        let detected = QemuBackend::detect();
+        QemuBackend {
+            binary: self.qemu.clone(),
+            accel: match self.accel {
+                AccelArg::Auto => detected.accel,
+                AccelArg::Kvm => Accel::Kvm,
+                AccelArg::Tcg => Accel::Tcg,
+            },
+            machine: match self.machine {
+                MachineArg::Microvm => Machine::Microvm,
+                MachineArg::Q35 => Machine::Q35,
+            },
+        }
+    }
+
+    pub fn image(&self) -> GuestImage {
+        let from_dir = GuestImage::from_dir(&self.guest_dir);
+        GuestImage {
+            kernel: self.kernel.clone().unwrap_or(from_dir.kernel),
+            initramfs: self.initramfs.clone().unwrap_or(from_dir.initramfs),
+        }
+    }
+}
+
+pub async fn run(cli: Cli) -> anyhow::Result<u8> {
+    match cli.command {
+        Command::Vm(VmCommand::Run(args)) => vm_run::run(args).await,
+        Command::Vm(VmCommand::Bench(args)) => bench::run(args).await.map(|_| 0),
+    }
+}

@@ -1,0 +1,54 @@
+//! Per-box writable disks: sparse ext4 images that hold the overlay's upper layer.
+
+use std::path::Path;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error("cannot create writable disk {path}: {source}")]
+    Io { path: String, source: std::io::Error },
+    #[error("mkfs.ext4 failed for {path}: {stderr}; is e2fsprogs installed (scripts/setup.sh)?")]
+    Mkfs { path: String, stderr: String },
+    #[error("disk size {0} bytes is too small: give at least 16 MiB")]
+    TooSmall(u64),
+}
+
+/// Creates a sparse ext4 image of `size` bytes at `path` (replacing nothing: fails if it exists).
+pub async fn create_ext4(path: &Path, size: u64) -> Result<(), DiskError> {
+    if size < 16 << 20 {
+        return Err(DiskError::TooSmall(size));
+    }
+    let p = path.display().to_string();
+    let io = |source| DiskError::Io {
+        path: p.clone(),
+        source,
+    };
+    let f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .await
+        .map_err(io)?;
+    f.set_len(size).await.map_err(io)?;
+    drop(f);
+    let out = tokio::process::Command::new("mkfs.ext4")
+        .args([
+            "-q",
+            "-F",
+            "-L",
+            "boxyard-rw",
+            "-E",
+            "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0",
+        ])
+        .arg(path)
+        .output()
+        .await
+        .map_err(io)?;
+    if !out.status.success() {
+        let _ = tokio::fs::remove_file(path).await;
+        return Err(DiskError::Mkfs {
+            path: p,
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}

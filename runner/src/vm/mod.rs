@@ -1,0 +1,156 @@
+//! The VM backend seam: one trait for "something that runs a box's VM", so the runner does not care how.
+//!
+//! Backends:
+//! - [`qemu`]: one `qemu-system-x86_64` process per VM (KVM acceleration where the host has hardware
+//!   virtualization, TCG otherwise). Runs everywhere.
+//! - Our own KVM VMM (kvm-ioctls, vm-memory) comes later as a second implementation of the same trait.
+//!
+//! A VM's runtime files (agent socket, control socket, console log, pid file) live in its own directory
+//! ([`VmSpec::run_dir`]), so that a restarted runner can find and re-adopt VMs that outlived it.
+
+pub mod qemu;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Everything needed to boot one VM.
+#[derive(Clone, Debug)]
+pub struct VmSpec {
+    /// Identifies the VM in process names and messages.
+    pub id: String,
+    pub kernel: PathBuf,
+    pub initramfs: PathBuf,
+    /// Read-only ext4 root image (first disk; may be shared by many VMs).
+    pub root_image: PathBuf,
+    /// The box's writable disk for the overlay's upper layer; None: writes live in guest memory only.
+    pub writable_disk: Option<PathBuf>,
+    pub vcpus: u32,
+    pub memory_mib: u32,
+    /// Directory for the VM's runtime files; must exist and be private to this VM.
+    pub run_dir: PathBuf,
+    /// Extra kernel command-line words (e.g. `boxyard.debug`).
+    pub extra_kernel_args: Vec<String>,
+}
+
+impl VmSpec {
+    /// The unix socket the guest agent is reachable on.
+    pub fn agent_socket(&self) -> PathBuf {
+        self.run_dir.join("agent.sock")
+    }
+
+    /// The guest's serial console output.
+    pub fn console_log(&self) -> PathBuf {
+        self.run_dir.join("console.log")
+    }
+
+    /// Checks the spec before anything is started, with errors that say what to fix.
+    pub fn validate(&self) -> Result<(), VmError> {
+        let file = |what: &'static str, p: &Path, hint: &'static str| -> Result<(), VmError> {
+            if p.is_file() {
+                Ok(())
+            } else {
+                Err(VmError::MissingFile {
+                    what,
+                    path: p.to_path_buf(),
+                    hint,
+                })
+            }
+        };
+        file(
+            "kernel",
+            &self.kernel,
+            "build it with scripts/build-guest.sh or pass --kernel",
+        )?;
+        file(
+            "initramfs",
+            &self.initramfs,
+            "build it with scripts/build-guest.sh or pass --initramfs",
+        )?;
+        file(
+            "root image",
+            &self.root_image,
+            "build one with scripts/build-rootfs.sh or pass --rootfs",
+        )?;
+        if let Some(d) = &self.writable_disk {
+            file("writable disk", d, "it is created when the box is created")?;
+        }
+        if self.vcpus == 0 || self.vcpus > 64 {
+            return Err(VmError::InvalidSpec(format!(
+                "vcpus must be between 1 and 64, got {}",
+                self.vcpus
+            )));
+        }
+        if self.memory_mib < 64 || self.memory_mib > 256 * 1024 {
+            return Err(VmError::InvalidSpec(format!(
+                "memory must be between 64 MiB and 256 GiB, got {} MiB",
+                self.memory_mib
+            )));
+        }
+        if !self.run_dir.is_dir() {
+            return Err(VmError::InvalidSpec(format!(
+                "run directory {} does not exist",
+                self.run_dir.display()
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// What a VM is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VmStatus {
+    /// Created, not started.
+    Created,
+    /// Its process is alive.
+    Running { pid: u32 },
+    /// It has ended; `detail` says how (exit status, signal) when known.
+    Stopped { detail: String },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    #[error("{what} not found at {path}: {hint}")]
+    MissingFile {
+        what: &'static str,
+        path: PathBuf,
+        hint: &'static str,
+    },
+    #[error("invalid VM spec: {0}")]
+    InvalidSpec(String),
+    #[error("cannot start {program}: {source}; is it installed (scripts/setup.sh)?")]
+    Spawn { program: String, source: std::io::Error },
+    #[error("the VM exited during start-up ({detail}); see {log}")]
+    EarlyExit { detail: String, log: PathBuf },
+    #[error("VM control channel error: {0}")]
+    Control(String),
+    #[error("the VM is not running")]
+    NotRunning,
+    #[error("VM I/O error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A backend that creates VMs.
+#[async_trait::async_trait]
+pub trait VmBackend: Send + Sync {
+    /// A short name for logs and the API ("qemu-tcg", "qemu-kvm", ...).
+    fn name(&self) -> String;
+    /// Prepares a VM from a spec (validated); nothing runs until [`Vm::start`].
+    async fn create(&self, spec: VmSpec) -> Result<Box<dyn Vm>, VmError>;
+}
+
+/// One VM.
+#[async_trait::async_trait]
+pub trait Vm: Send + Sync {
+    fn spec(&self) -> &VmSpec;
+    /// Boots the VM. Returns once its process runs; the guest agent becomes reachable on
+    /// [`VmSpec::agent_socket`] when the guest has booted.
+    async fn start(&mut self) -> Result<(), VmError>;
+    /// Asks the guest to power off through the platform (ACPI), waits up to `grace`, then kills.
+    /// Callers that hold the agent channel should ask the agent to shut down first (it syncs the disks).
+    async fn stop(&mut self, grace: Duration) -> Result<VmStatus, VmError>;
+    /// Ends the VM at once.
+    async fn kill(&mut self) -> Result<VmStatus, VmError>;
+    /// Waits up to `timeout` for the VM to end by itself; returns its status.
+    async fn wait(&mut self, timeout: Duration) -> VmStatus;
+    async fn status(&mut self) -> VmStatus;
+}

@@ -1,0 +1,217 @@
+//! The QEMU backend: one `qemu-system-x86_64` process per VM.
+//!
+//! - Acceleration: `-accel kvm` only where the host has hardware virtualization ([`crate::hostcaps`]), `-accel tcg`
+//!   otherwise.
+//! - Control: QMP on `run_dir/qmp.sock`. Console: `run_dir/console.log`. Agent: the virtio-serial port
+//!   `boxyard.agent`, exposed as the unix socket `run_dir/agent.sock` (QEMU listens; the runner connects and may
+//!   reconnect any number of times).
+//! - QEMU runs in its own session (setsid), so it outlives the runner process: a runner restart does not stop boxes.
+
+pub mod cmdline;
+mod qmp;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::{Child, Command};
+
+use super::{Vm, VmBackend, VmError, VmSpec, VmStatus};
+pub use cmdline::{Accel, Machine};
+
+/// Creates QEMU VMs.
+#[derive(Clone, Debug)]
+pub struct QemuBackend {
+    pub binary: PathBuf,
+    pub accel: Accel,
+    pub machine: Machine,
+}
+
+impl QemuBackend {
+    /// KVM where hardware virtualization exists, TCG otherwise; the microvm machine.
+    pub fn detect() -> Self {
+        let accel = if crate::hostcaps::hardware_virtualization() {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
+        QemuBackend {
+            binary: "qemu-system-x86_64".into(),
+            accel,
+            machine: Machine::Microvm,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl VmBackend for QemuBackend {
+    fn name(&self) -> String {
+        match self.accel {
+            Accel::Kvm => "qemu-kvm".into(),
+            Accel::Tcg => "qemu-tcg".into(),
+        }
+    }
+
+    async fn create(&self, spec: VmSpec) -> Result<Box<dyn Vm>, VmError> {
+        spec.validate()?;
+        Ok(Box::new(QemuVm {
+            backend: self.clone(),
+            spec,
+            child: None,
+            ended: None,
+        }))
+    }
+}
+
+/// One QEMU VM.
+pub struct QemuVm {
+    backend: QemuBackend,
+    spec: VmSpec,
+    child: Option<Child>,
+    ended: Option<String>,
+}
+
+impl QemuVm {
+    fn runtime_files(&self) -> [PathBuf; 3] {
+        [
+            self.spec.agent_socket(),
+            self.spec.run_dir.join("qmp.sock"),
+            self.spec.run_dir.join("qemu.pid"),
+        ]
+    }
+
+    fn cleanup(&self) {
+        for f in self.runtime_files() {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+
+    fn poll_exit(&mut self) -> Option<String> {
+        if self.ended.is_some() {
+            return self.ended.clone();
+        }
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => {
+                self.ended = Some(status.to_string());
+                self.child = None;
+                self.cleanup();
+                self.ended.clone()
+            }
+            _ => None,
+        }
+    }
+
+    fn qemu_log_tail(&self) -> String {
+        let s = std::fs::read_to_string(self.spec.run_dir.join("qemu.log")).unwrap_or_default();
+        let tail: Vec<&str> = s.lines().rev().take(5).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("; ")
+    }
+}
+
+#[async_trait::async_trait]
+impl Vm for QemuVm {
+    fn spec(&self) -> &VmSpec {
+        &self.spec
+    }
+
+    async fn start(&mut self) -> Result<(), VmError> {
+        if self.child.is_some() {
+            return Ok(());
+        }
+        self.cleanup();
+        self.ended = None;
+        let log = std::fs::File::create(self.spec.run_dir.join("qemu.log"))?;
+        let mut cmd = Command::new(&self.backend.binary);
+        cmd.args(cmdline::args(&self.spec, self.backend.accel, self.backend.machine))
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .kill_on_drop(false);
+        // SAFETY: setsid is async-signal-safe. Its own session keeps QEMU alive when the runner exits.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|source| VmError::Spawn {
+            program: self.backend.binary.display().to_string(),
+            source,
+        })?;
+        self.child = Some(child);
+        // QEMU creates its sockets while starting; wait for the agent socket so callers can connect at once.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !self.spec.agent_socket().exists() {
+            if let Some(detail) = self.poll_exit() {
+                let tail = self.qemu_log_tail();
+                return Err(VmError::EarlyExit {
+                    detail: if tail.is_empty() {
+                        detail
+                    } else {
+                        format!("{detail}: {tail}")
+                    },
+                    log: self.spec.run_dir.join("qemu.log"),
+                });
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = self.kill().await;
+                return Err(VmError::Control(
+                    "QEMU did not create its agent socket within 10 s".into(),
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, grace: Duration) -> Result<VmStatus, VmError> {
+        if self.poll_exit().is_some() || self.child.is_none() {
+            return Ok(self.status().await);
+        }
+        let qmp_path = self.spec.run_dir.join("qmp.sock");
+        if let Ok(mut qmp) = qmp::Qmp::connect(&qmp_path, Duration::from_secs(2)).await {
+            let _ = qmp.execute("system_powerdown", None).await;
+        }
+        match self.wait(grace).await {
+            s @ VmStatus::Stopped { .. } => Ok(s),
+            _ => self.kill().await,
+        }
+    }
+
+    async fn kill(&mut self) -> Result<VmStatus, VmError> {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+            let status = child.wait().await?;
+            self.ended = Some(status.to_string());
+            self.child = None;
+        }
+        self.cleanup();
+        Ok(self.status().await)
+    }
+
+    async fn wait(&mut self, timeout: Duration) -> VmStatus {
+        if let Some(child) = self.child.as_mut() {
+            if let Ok(Ok(status)) = tokio::time::timeout(timeout, child.wait()).await {
+                self.ended = Some(status.to_string());
+                self.child = None;
+                self.cleanup();
+            }
+        }
+        self.status().await
+    }
+
+    async fn status(&mut self) -> VmStatus {
+        if let Some(detail) = self.poll_exit() {
+            return VmStatus::Stopped { detail };
+        }
+        match &self.child {
+            Some(c) => VmStatus::Running {
+                pid: c.id().unwrap_or(0),
+            },
+            None => VmStatus::Created,
+        }
+    }
+}
