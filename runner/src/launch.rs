@@ -42,9 +42,9 @@ pub enum LaunchError {
     Vm(#[from] VmError),
     #[error("the VM stopped while booting ({detail}); the guest console is in {console}")]
     DiedDuringBoot { detail: String, console: PathBuf },
-    #[error("{source}; the guest console is in {console}")]
+    #[error("{error}; the guest console is in {console}")]
     Agent {
-        source: agent::ConnectError,
+        error: agent::ConnectError,
         console: PathBuf,
     },
 }
@@ -68,7 +68,7 @@ pub async fn launch(backend: &dyn VmBackend, spec: VmSpec, boot_timeout: Duratio
     tokio::pin!(connect);
     let result = loop {
         tokio::select! {
-            r = &mut connect => break r.map_err(|source| LaunchError::Agent { source, console: console.clone() }),
+            r = &mut connect => break r.map_err(|error| LaunchError::Agent { error, console: console.clone() }),
             _ = tokio::time::sleep(Duration::from_millis(100)) => {
                 if let VmStatus::Stopped { detail } = vm.status().await {
                     break Err(LaunchError::DiedDuringBoot { detail, console: console.clone() });

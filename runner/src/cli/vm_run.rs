@@ -179,7 +179,16 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         run_dir: run_dir.path().to_path_buf(),
         extra_kernel_args: args.vm.kernel_args.clone(),
     };
-    let mut launched = launch(&backend, spec, Duration::from_secs(args.vm.boot_timeout)).await?;
+    let mut launched = match launch(&backend, spec, Duration::from_secs(args.vm.boot_timeout)).await {
+        Ok(l) => l,
+        Err(e) => {
+            if args.keep_run_dir {
+                let kept = run_dir.keep();
+                eprintln!("boxyard-runner: run directory kept at {}", kept.display());
+            }
+            return Err(e.into());
+        }
+    };
     if args.verbose {
         eprintln!(
             "boxyard-runner: {} VM ready in {:.2} s",

@@ -54,7 +54,7 @@ pub fn args(spec: &VmSpec, accel: Accel, machine: Machine) -> Vec<String> {
     let run = |name: &str| spec.run_dir.join(name).display().to_string();
     let (machine_arg, blk, serial_bus) = match machine {
         Machine::Microvm => (
-            "microvm,acpi=on,pic=off,pit=off,rtc=on,isa-serial=on",
+            "microvm,acpi=on",
             "virtio-blk-device",
             "virtio-serial-device",
         ),
