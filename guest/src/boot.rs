@@ -25,18 +25,12 @@ pub fn uptime_ms() -> u64 {
 
 impl BootInfo {
     pub fn new(started: Instant, kernel_boot_ms: u64, init_ms: u64) -> Self {
-        BootInfo {
-            started,
-            kernel_boot_ms,
-            init_ms,
-            ready_ms: OnceLock::new(),
-        }
+        BootInfo { started, kernel_boot_ms, init_ms, ready_ms: OnceLock::new() }
     }
 
     /// Records the first session.
     pub fn mark_ready(&self) {
-        self.ready_ms
-            .get_or_init(|| self.kernel_boot_ms + self.started.elapsed().as_millis() as u64);
+        self.ready_ms.get_or_init(|| self.kernel_boot_ms + self.started.elapsed().as_millis() as u64);
     }
 
     pub fn ping(&self) -> PingResponse {

@@ -54,31 +54,17 @@ pub fn upload_dest(dest: &str) -> Result<PathBuf, FileError> {
         )));
     }
     if p.exists() && !p.is_dir() {
-        return Err(FileError::InvalidArgument(format!(
-            "upload destination {dest:?} exists and is not a directory"
-        )));
+        return Err(FileError::InvalidArgument(format!("upload destination {dest:?} exists and is not a directory")));
     }
     Ok(p)
 }
 
 /// Unpacks the tar stream fed into the returned sender into `dest`. Returns (bytes, entries).
-pub fn start_unpack(
-    dest: PathBuf,
-) -> (
-    mpsc::Sender<Vec<u8>>,
-    tokio::task::JoinHandle<Result<(u64, u64), FileError>>,
-) {
+pub fn start_unpack(dest: PathBuf) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<Result<(u64, u64), FileError>>) {
     let (tx, rx) = mpsc::channel(16);
     let handle = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dest)?;
-        let mut reader = CountingReader {
-            inner: ChannelReader {
-                rx,
-                buf: Vec::new(),
-                pos: 0,
-            },
-            count: 0,
-        };
+        let mut reader = CountingReader { inner: ChannelReader { rx, buf: Vec::new(), pos: 0 }, count: 0 };
         let mut entries = 0u64;
         {
             let mut archive = tar::Archive::new(&mut reader);
@@ -129,9 +115,7 @@ impl ChannelWriter {
             return Ok(());
         }
         let chunk = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Ok(chunk))
-            .map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
+        self.tx.blocking_send(Ok(chunk)).map_err(|_| std::io::Error::from(std::io::ErrorKind::BrokenPipe))
     }
 }
 
@@ -154,21 +138,14 @@ impl Write for ChannelWriter {
 pub fn start_pack(path: &str) -> Result<mpsc::Receiver<Result<Vec<u8>, FileError>>, FileError> {
     let p = PathBuf::from(path);
     if !p.is_absolute() {
-        return Err(FileError::InvalidArgument(format!(
-            "download path {path:?} must be absolute"
-        )));
+        return Err(FileError::InvalidArgument(format!("download path {path:?} must be absolute")));
     }
-    let meta = p
-        .symlink_metadata()
-        .map_err(|_| FileError::NotFound(format!("{path:?} does not exist in the box")))?;
+    let meta = p.symlink_metadata().map_err(|_| FileError::NotFound(format!("{path:?} does not exist in the box")))?;
     let name: PathBuf = p.file_name().map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."));
     let (tx, rx) = mpsc::channel(16);
     tokio::task::spawn_blocking(move || {
         let errors = tx.clone();
-        let mut builder = tar::Builder::new(ChannelWriter {
-            tx,
-            buf: Vec::with_capacity(CHUNK),
-        });
+        let mut builder = tar::Builder::new(ChannelWriter { tx, buf: Vec::with_capacity(CHUNK) });
         builder.follow_symlinks(false);
         let packed = pack(&mut builder, &p, &name, meta.is_dir()).and_then(|_| builder.into_inner()?.flush());
         if let Err(e) = packed {
@@ -179,9 +156,5 @@ pub fn start_pack(path: &str) -> Result<mpsc::Receiver<Result<Vec<u8>, FileError
 }
 
 fn pack<W: Write>(b: &mut tar::Builder<W>, path: &Path, name: &Path, dir: bool) -> std::io::Result<()> {
-    if dir {
-        b.append_dir_all(name, path)
-    } else {
-        b.append_path_with_name(path, name)
-    }
+    if dir { b.append_dir_all(name, path) } else { b.append_path_with_name(path, name) }
 }

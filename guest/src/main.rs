@@ -36,6 +36,19 @@ OPTIONS:
     -V, --version     the version
 ";
 
+/// Set by `boxyard.debug` on the kernel command line: progress messages on the console.
+pub static DEBUG: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Prints a progress message on the console when debugging is on.
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)*) => {
+        if $crate::DEBUG.load(std::sync::atomic::Ordering::Relaxed) {
+            eprintln!("boxyard-guest: {}", format!($($arg)*));
+        }
+    };
+}
+
 enum Mode {
     Vm,
     Local(PathBuf),
@@ -56,16 +69,11 @@ fn parse_args() -> Result<(Mode, Option<usize>), String> {
                 std::process::exit(0);
             }
             "--listen-unix" => {
-                mode = Some(Mode::Local(
-                    args.next().ok_or("--listen-unix needs a socket path")?.into(),
-                ));
+                mode = Some(Mode::Local(args.next().ok_or("--listen-unix needs a socket path")?.into()));
             }
             "--ring-bytes" => {
                 let v = args.next().ok_or("--ring-bytes needs a number")?;
-                ring = Some(
-                    v.parse()
-                        .map_err(|_| format!("--ring-bytes: {v:?} is not a number of bytes"))?,
-                );
+                ring = Some(v.parse().map_err(|_| format!("--ring-bytes: {v:?} is not a number of bytes"))?);
             }
             // The kernel passes unknown command-line words to init as arguments: ignore them as PID 1.
             _ if std::process::id() == 1 => {}
@@ -95,10 +103,7 @@ fn main() {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    let workers = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .max(2);
+    let workers = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).max(2);
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .max_blocking_threads(16)
@@ -112,6 +117,7 @@ fn run_vm(started: Instant, ring: Option<usize>) -> ! {
         // /proc is not mounted yet: boot() mounts it; read the uptime right after.
         match init::boot() {
             Ok(opts) => {
+                DEBUG.store(opts.debug, std::sync::atomic::Ordering::Relaxed);
                 let k = boot::uptime_ms().saturating_sub(started.elapsed().as_millis() as u64);
                 let ring = ring.or(opts.ring_bytes);
                 let boot = Arc::new(BootInfo::new(started, k, started.elapsed().as_millis() as u64));
@@ -126,14 +132,8 @@ fn run_vm(started: Instant, ring: Option<usize>) -> ! {
                     let hook: ShutdownHook = Arc::new(|| init::power_off());
                     let device = wait_for_port()?;
                     let sessions = transport::port::sessions(&device)?;
-                    let svc = AgentService {
-                        table,
-                        boot: boot.clone(),
-                        shutdown: hook,
-                    };
-                    transport::serve(sessions, svc, boot)
-                        .await
-                        .map_err(std::io::Error::other)
+                    let svc = AgentService { table, boot: boot.clone(), shutdown: hook };
+                    transport::serve(sessions, svc, boot).await.map_err(std::io::Error::other)
                 });
                 if let Err(e) = result {
                     eprintln!("boxyard-guest: agent stopped: {e}");
@@ -171,25 +171,13 @@ fn run_local(started: Instant, path: PathBuf, ring: Option<usize>) {
     let rt = runtime();
     let result: std::io::Result<()> = rt.block_on(async move {
         let reaper = Reaper::start()?;
-        let config = ExecConfig {
-            ring_bytes: ring.unwrap_or(ExecConfig::default().ring_bytes),
-            ..Default::default()
-        };
+        let config = ExecConfig { ring_bytes: ring.unwrap_or(ExecConfig::default().ring_bytes), ..Default::default() };
         let table = Arc::new(ExecTable::new(reaper, config));
         let hook: ShutdownHook = Arc::new(|| std::process::exit(0));
         let sessions = transport::unix::sessions(&path)?;
-        eprintln!(
-            "boxyard-guest: LOCAL TEST MODE (no isolation) serving on {}",
-            path.display()
-        );
-        let svc = AgentService {
-            table,
-            boot: boot.clone(),
-            shutdown: hook,
-        };
-        transport::serve(sessions, svc, boot)
-            .await
-            .map_err(std::io::Error::other)
+        eprintln!("boxyard-guest: LOCAL TEST MODE (no isolation) serving on {}", path.display());
+        let svc = AgentService { table, boot: boot.clone(), shutdown: hook };
+        transport::serve(sessions, svc, boot).await.map_err(std::io::Error::other)
     });
     if let Err(e) = result {
         eprintln!("boxyard-guest: {e}");

@@ -64,9 +64,7 @@ impl Agent for AgentService {
 
     async fn exec(&self, req: Request<ExecRequest>) -> Result<Response<ExecResponse>, Status> {
         let exec = self.table.start(req.into_inner())?;
-        Ok(Response::new(ExecResponse {
-            exec_id: exec.id.clone(),
-        }))
+        Ok(Response::new(ExecResponse { exec_id: exec.id.clone() }))
     }
 
     type OutputStream = BoxStream<OutputEvent>;
@@ -74,9 +72,7 @@ impl Agent for AgentService {
     async fn output(&self, req: Request<Streaming<OutputRequest>>) -> Result<Response<Self::OutputStream>, Status> {
         let mut inbound = req.into_inner();
         let start = match inbound.message().await? {
-            Some(OutputRequest {
-                msg: Some(output_request::Msg::Start(s)),
-            }) => s,
+            Some(OutputRequest { msg: Some(output_request::Msg::Start(s)) }) => s,
             _ => return Err(Status::invalid_argument("the first Output message must be `start`")),
         };
         let exec = self.table.get(&start.exec_id)?;
@@ -126,11 +122,7 @@ impl Agent for AgentService {
                 let pos = exec.output.position();
                 if pos.closed && cursor == pos.end {
                     let result = exec.result().expect("the result is set before the output closes");
-                    let _ = tx
-                        .send(Ok(OutputEvent {
-                            event: Some(output_event::Event::Exit(result)),
-                        }))
-                        .await;
+                    let _ = tx.send(Ok(OutputEvent { event: Some(output_event::Event::Exit(result)) })).await;
                     return;
                 }
                 tokio::select! {
@@ -157,9 +149,7 @@ impl Agent for AgentService {
 
     async fn resize(&self, req: Request<ResizeRequest>) -> Result<Response<ResizeResponse>, Status> {
         let r = req.into_inner();
-        let tty = r
-            .tty
-            .ok_or_else(|| Status::invalid_argument("resize needs a tty size (rows, cols)"))?;
+        let tty = r.tty.ok_or_else(|| Status::invalid_argument("resize needs a tty size (rows, cols)"))?;
         let rows = u16::try_from(tty.rows).map_err(|_| Status::invalid_argument("rows out of range"))?;
         let cols = u16::try_from(tty.cols).map_err(|_| Status::invalid_argument("cols out of range"))?;
         self.table.get(&r.exec_id)?.resize(rows, cols)?;
@@ -172,9 +162,7 @@ impl Agent for AgentService {
     }
 
     async fn list_execs(&self, _: Request<ListExecsRequest>) -> Result<Response<ListExecsResponse>, Status> {
-        Ok(Response::new(ListExecsResponse {
-            execs: self.table.list().iter().map(|e| e.info()).collect(),
-        }))
+        Ok(Response::new(ListExecsResponse { execs: self.table.list().iter().map(|e| e.info()).collect() }))
     }
 
     async fn release(&self, req: Request<ReleaseRequest>) -> Result<Response<ReleaseResponse>, Status> {
@@ -204,9 +192,7 @@ impl Agent for AgentService {
             Ok::<_, Status>(())
         };
         let fed = feed.await;
-        let (bytes, entries) = done
-            .await
-            .map_err(|e| Status::internal(format!("upload task failed: {e}")))??;
+        let (bytes, entries) = done.await.map_err(|e| Status::internal(format!("upload task failed: {e}")))??;
         fed?;
         Ok(Response::new(UploadResponse { bytes, entries }))
     }

@@ -46,10 +46,7 @@ impl Drop for LocalAgent {
 }
 
 fn req(argv: &[&str]) -> ExecRequest {
-    ExecRequest {
-        argv: argv.iter().map(|s| s.to_string()).collect(),
-        ..Default::default()
-    }
+    ExecRequest { argv: argv.iter().map(|s| s.to_string()).collect(), ..Default::default() }
 }
 
 async fn run(a: &mut Agent, r: ExecRequest) -> agent::Collected {
@@ -73,10 +70,7 @@ async fn echo_exit_codes_env_and_workdir() {
     assert_eq!(code(&c), Some(0));
 
     let c = run(&mut a, req(&["sh", "-c", "echo out; echo err >&2; exit 3"])).await;
-    assert_eq!(
-        (c.stdout_str().as_str(), c.stderr_str().as_str(), code(&c)),
-        ("out\n", "err\n", Some(3))
-    );
+    assert_eq!((c.stdout_str().as_str(), c.stderr_str().as_str(), code(&c)), ("out\n", "err\n", Some(3)));
 
     let mut r = req(&["sh", "-c", "echo $GREETING; pwd"]);
     r.env = HashMap::from([("GREETING".to_string(), "hi there".to_string())]);
@@ -92,29 +86,11 @@ async fn stdin_is_piped_with_eof_and_retries_do_not_duplicate() {
     let mut r = req(&["cat"]);
     r.stdin = true;
     let id = a.exec(r).await.unwrap().into_inner().exec_id;
-    let w = |offset, data: &[u8], eof| WriteStdinRequest {
-        exec_id: id.clone(),
-        offset,
-        data: data.to_vec(),
-        eof,
-    };
-    assert_eq!(
-        a.write_stdin(w(0, b"hello ", false)).await.unwrap().into_inner().offset,
-        6
-    );
+    let w = |offset, data: &[u8], eof| WriteStdinRequest { exec_id: id.clone(), offset, data: data.to_vec(), eof };
+    assert_eq!(a.write_stdin(w(0, b"hello ", false)).await.unwrap().into_inner().offset, 6);
     // A retry of the same write (same offset) must not duplicate; an overlapping one writes only the new part.
-    assert_eq!(
-        a.write_stdin(w(0, b"hello ", false)).await.unwrap().into_inner().offset,
-        6
-    );
-    assert_eq!(
-        a.write_stdin(w(3, b"lo world", true))
-            .await
-            .unwrap()
-            .into_inner()
-            .offset,
-        11
-    );
+    assert_eq!(a.write_stdin(w(0, b"hello ", false)).await.unwrap().into_inner().offset, 6);
+    assert_eq!(a.write_stdin(w(3, b"lo world", true)).await.unwrap().into_inner().offset, 11);
     let c = collect(&mut a, &id).await.unwrap();
     assert_eq!(c.stdout, b"hello world");
     assert_eq!(code(&c), Some(0));
@@ -139,33 +115,17 @@ async fn tty_exec_and_resize() {
             OutputEvent::Exit(r) => panic!("exited early: {r:?} {}", String::from_utf8_lossy(&out)),
         }
     }
-    a.resize(ResizeRequest {
-        exec_id: id.clone(),
-        tty: Some(Tty { rows: 40, cols: 100 }),
-    })
-    .await
-    .unwrap();
-    a.write_stdin(WriteStdinRequest {
-        exec_id: id.clone(),
-        offset: 0,
-        data: b"go\n".to_vec(),
-        eof: false,
-    })
-    .await
-    .unwrap();
+    a.resize(ResizeRequest { exec_id: id.clone(), tty: Some(Tty { rows: 40, cols: 100 }) }).await.unwrap();
+    a.write_stdin(WriteStdinRequest { exec_id: id.clone(), offset: 0, data: b"go\n".to_vec(), eof: false })
+        .await
+        .unwrap();
     let c = collect(&mut a, &id).await.unwrap();
     let text = c.stdout_str();
     assert!(text.contains("40 100"), "{text:?}");
     assert_eq!(code(&c), Some(0));
     // Resizing a non-tty execution is refused clearly.
     let plain = a.exec(req(&["true"])).await.unwrap().into_inner().exec_id;
-    let err = a
-        .resize(ResizeRequest {
-            exec_id: plain,
-            tty: Some(Tty { rows: 1, cols: 1 }),
-        })
-        .await
-        .unwrap_err();
+    let err = a.resize(ResizeRequest { exec_id: plain, tty: Some(Tty { rows: 1, cols: 1 }) }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
 }
 
@@ -174,21 +134,10 @@ async fn signals_timeouts_and_bad_input() {
     let la = LocalAgent::start(&[]);
     let mut a = la.connect().await;
     let id = a.exec(req(&["sleep", "100"])).await.unwrap().into_inner().exec_id;
-    let err = a
-        .signal(SignalRequest {
-            exec_id: id.clone(),
-            signal: "BOGUS".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = a.signal(SignalRequest { exec_id: id.clone(), signal: "BOGUS".into() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("BOGUS"), "{}", err.message());
-    a.signal(SignalRequest {
-        exec_id: id.clone(),
-        signal: "TERM".into(),
-    })
-    .await
-    .unwrap();
+    a.signal(SignalRequest { exec_id: id.clone(), signal: "TERM".into() }).await.unwrap();
     let r = a.wait(WaitRequest { exec_id: id }).await.unwrap().into_inner();
     assert_eq!(r.outcome, Some(Outcome::Signal("SIGTERM".into())));
     assert!(!r.timed_out);
@@ -210,20 +159,13 @@ async fn signals_timeouts_and_bad_input() {
 
     let c = run(&mut a, req(&["no-such-command-xyz"])).await;
     assert_eq!(code(&c), Some(127));
-    assert!(
-        c.stderr_str().contains("no-such-command-xyz: command not found"),
-        "{}",
-        c.stderr_str()
-    );
+    assert!(c.stderr_str().contains("no-such-command-xyz: command not found"), "{}", c.stderr_str());
     assert!(c.result.unwrap().error.contains("command not found"));
 
     assert_eq!(a.exec(req(&[])).await.unwrap_err().code(), tonic::Code::InvalidArgument);
     let mut bad_dir = req(&["true"]);
     bad_dir.working_dir = "/no/such/dir".into();
-    assert_eq!(
-        a.exec(bad_dir).await.unwrap_err().code(),
-        tonic::Code::FailedPrecondition
-    );
+    assert_eq!(a.exec(bad_dir).await.unwrap_err().code(), tonic::Code::FailedPrecondition);
     let mut bad_user = req(&["true"]);
     bad_user.user = "no-such-user-xyz".into();
     assert_eq!(a.exec(bad_user).await.unwrap_err().code(), tonic::Code::InvalidArgument);
@@ -235,9 +177,7 @@ async fn signals_timeouts_and_bad_input() {
 async fn upload_then_download_round_trips_bytes() {
     let la = LocalAgent::start(&[]);
     let mut a = la.connect().await;
-    let payload: Vec<u8> = (0..300_000u32)
-        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let payload: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
     let mut tarball = tar::Builder::new(Vec::new());
     let mut h = tar::Header::new_gnu();
     h.set_size(payload.len() as u64);
@@ -249,11 +189,7 @@ async fn upload_then_download_round_trips_bytes() {
         .chunks(50_000)
         .enumerate()
         .map(|(i, c)| UploadChunk {
-            dest_dir: if i == 0 {
-                dest.display().to_string()
-            } else {
-                String::new()
-            },
+            dest_dir: if i == 0 { dest.display().to_string() } else { String::new() },
             data: c.to_vec(),
         })
         .collect();
@@ -261,9 +197,7 @@ async fn upload_then_download_round_trips_bytes() {
     assert_eq!(r.entries, 1);
 
     let mut s = a
-        .download_files(DownloadRequest {
-            path: dest.join("data.bin").display().to_string(),
-        })
+        .download_files(DownloadRequest { path: dest.join("data.bin").display().to_string() })
         .await
         .unwrap()
         .into_inner();
@@ -278,21 +212,10 @@ async fn upload_then_download_round_trips_bytes() {
     std::io::Read::read_to_end(&mut e, &mut back).unwrap();
     assert!(back == payload, "downloaded bytes differ");
 
-    let err = a
-        .download_files(DownloadRequest {
-            path: "/no/such/file".into(),
-        })
-        .await
-        .unwrap_err();
+    let err = a.download_files(DownloadRequest { path: "/no/such/file".into() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
-    let bad = vec![UploadChunk {
-        dest_dir: "relative/dir".into(),
-        data: vec![],
-    }];
-    assert_eq!(
-        a.upload_files(tokio_stream::iter(bad)).await.unwrap_err().code(),
-        tonic::Code::InvalidArgument
-    );
+    let bad = vec![UploadChunk { dest_dir: "relative/dir".into(), data: vec![] }];
+    assert_eq!(a.upload_files(tokio_stream::iter(bad)).await.unwrap_err().code(), tonic::Code::InvalidArgument);
 }
 
 /// The host drops its connection mid-stream, reconnects and resumes from its cursor: no byte lost or repeated.
@@ -337,10 +260,7 @@ async fn output_resumes_from_cursor_after_disconnect() {
     assert_eq!(got.len(), expected.len());
     assert!(got == expected.as_bytes(), "reassembled output differs");
     // Released cursors are refused, not silently skipped.
-    let err = OutputFollower::start(&mut a, &id, 0)
-        .await
-        .err()
-        .expect("cursor 0 was acknowledged");
+    let err = OutputFollower::start(&mut a, &id, 0).await.err().expect("cursor 0 was acknowledged");
     assert_eq!(err.code(), tonic::Code::OutOfRange);
     // The host releases the finished execution.
     a.release(ReleaseRequest { exec_id: id.clone() }).await.unwrap();
@@ -358,17 +278,10 @@ async fn full_ring_back_pressures_the_process() {
     let script = format!("head -c 2000000 /dev/zero | tr '\\0' x; touch {}", marker.display());
     let id = a.exec(req(&["sh", "-c", &script])).await.unwrap().into_inner().exec_id;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert!(
-        !marker.exists(),
-        "the process finished writing although nobody read its output"
-    );
+    assert!(!marker.exists(), "the process finished writing although nobody read its output");
     let list = a.list_execs(ListExecsRequest {}).await.unwrap().into_inner();
     let info = list.execs.iter().find(|e| e.exec_id == id).unwrap();
-    assert!(
-        info.output_end <= 65536,
-        "ring holds {} bytes, above its bound",
-        info.output_end
-    );
+    assert!(info.output_end <= 65536, "ring holds {} bytes, above its bound", info.output_end);
     let c = collect(&mut a, &id).await.unwrap();
     assert_eq!(c.stdout.len(), 2_000_000);
     assert!(c.stdout.iter().all(|&b| b == b'x'));

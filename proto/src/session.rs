@@ -151,10 +151,7 @@ mod tests {
     async fn handshake_skips_stale_bytes_in_both_directions() {
         let (mut host, mut agent) = duplex(4096);
         // Stale bytes of an old session on both sides, including a partial HELLO and an old READY.
-        agent
-            .write_all(b"\x00\x00garbage BOXYARD-AGENT/1 READY 0123456789abcdef0123456789abcdef\n")
-            .await
-            .unwrap();
+        agent.write_all(b"\x00\x00garbage BOXYARD-AGENT/1 READY 0123456789abcdef0123456789abcdef\n").await.unwrap();
         host.write_all(b"PRI * HTTP/2.0 BOXYARD-AGENT/1 HEL").await.unwrap();
         let server = tokio::spawn(async move {
             let n = server_handshake(&mut agent).await.unwrap();
@@ -171,9 +168,7 @@ mod tests {
     #[tokio::test]
     async fn handshake_times_out_without_agent() {
         let (mut host, _agent) = duplex(4096);
-        let err = client_handshake(&mut host, Duration::from_millis(50))
-            .await
-            .unwrap_err();
+        let err = client_handshake(&mut host, Duration::from_millis(50)).await.unwrap_err();
         assert!(matches!(err, HandshakeError::Timeout(_)), "{err}");
     }
 
@@ -181,9 +176,6 @@ mod tests {
     async fn server_reports_closed_channel() {
         let (host, mut agent) = duplex(64);
         drop(host);
-        assert!(matches!(
-            server_handshake(&mut agent).await,
-            Err(HandshakeError::Closed)
-        ));
+        assert!(matches!(server_handshake(&mut agent).await, Err(HandshakeError::Closed)));
     }
 }

@@ -47,28 +47,16 @@ pub struct UnknownSignal(pub String);
 pub fn parse(text: &str) -> Result<i32, UnknownSignal> {
     let t = text.trim();
     if let Ok(n) = t.parse::<i32>() {
-        return SIGNALS
-            .iter()
-            .find(|(num, _)| *num == n)
-            .map(|(n, _)| *n)
-            .ok_or_else(|| UnknownSignal(text.into()));
+        return SIGNALS.iter().find(|(num, _)| *num == n).map(|(n, _)| *n).ok_or_else(|| UnknownSignal(text.into()));
     }
     let upper = t.to_ascii_uppercase();
     let bare = upper.strip_prefix("SIG").unwrap_or(&upper);
-    SIGNALS
-        .iter()
-        .find(|(_, name)| &name[3..] == bare)
-        .map(|(n, _)| *n)
-        .ok_or_else(|| UnknownSignal(text.into()))
+    SIGNALS.iter().find(|(_, name)| &name[3..] == bare).map(|(n, _)| *n).ok_or_else(|| UnknownSignal(text.into()))
 }
 
 /// The canonical name of a signal number ("SIG15" style for numbers outside the table).
 pub fn name(num: i32) -> String {
-    SIGNALS
-        .iter()
-        .find(|(n, _)| *n == num)
-        .map(|(_, s)| s.to_string())
-        .unwrap_or_else(|| format!("SIG{num}"))
+    SIGNALS.iter().find(|(n, _)| *n == num).map(|(_, s)| s.to_string()).unwrap_or_else(|| format!("SIG{num}"))
 }
 
 #[cfg(test)]

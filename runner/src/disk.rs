@@ -18,37 +18,19 @@ pub async fn create_ext4(path: &Path, size: u64) -> Result<(), DiskError> {
         return Err(DiskError::TooSmall(size));
     }
     let p = path.display().to_string();
-    let io = |source| DiskError::Io {
-        path: p.clone(),
-        source,
-    };
-    let f = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .await
-        .map_err(io)?;
+    let io = |source| DiskError::Io { path: p.clone(), source };
+    let f = tokio::fs::OpenOptions::new().write(true).create_new(true).open(path).await.map_err(io)?;
     f.set_len(size).await.map_err(io)?;
     drop(f);
     let out = tokio::process::Command::new("mkfs.ext4")
-        .args([
-            "-q",
-            "-F",
-            "-L",
-            "boxyard-rw",
-            "-E",
-            "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0",
-        ])
+        .args(["-q", "-F", "-L", "boxyard-rw", "-E", "lazy_itable_init=1,lazy_journal_init=1,root_owner=0:0"])
         .arg(path)
         .output()
         .await
         .map_err(io)?;
     if !out.status.success() {
         let _ = tokio::fs::remove_file(path).await;
-        return Err(DiskError::Mkfs {
-            path: p,
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+        return Err(DiskError::Mkfs { path: p, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
     }
     Ok(())
 }

@@ -17,22 +17,13 @@ impl GuestImage {
     /// The artifacts in a build directory (`vmlinuz`, `initramfs.cpio` or `initramfs.cpio.gz`).
     pub fn from_dir(dir: &Path) -> Self {
         let plain = dir.join("initramfs.cpio");
-        let initramfs = if plain.exists() {
-            plain
-        } else {
-            dir.join("initramfs.cpio.gz")
-        };
-        GuestImage {
-            kernel: dir.join("vmlinuz"),
-            initramfs,
-        }
+        let initramfs = if plain.exists() { plain } else { dir.join("initramfs.cpio.gz") };
+        GuestImage { kernel: dir.join("vmlinuz"), initramfs }
     }
 
     /// `$BOXYARD_GUEST_DIR`, else `build/guest/current` below the current directory.
     pub fn default_dir() -> PathBuf {
-        std::env::var_os("BOXYARD_GUEST_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| PathBuf::from("build/guest/current"))
+        std::env::var_os("BOXYARD_GUEST_DIR").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("build/guest/current"))
     }
 }
 
@@ -43,10 +34,7 @@ pub enum LaunchError {
     #[error("the VM stopped while booting ({detail}); the guest console is in {console}")]
     DiedDuringBoot { detail: String, console: PathBuf },
     #[error("{error}; the guest console is in {console}")]
-    Agent {
-        error: agent::ConnectError,
-        console: PathBuf,
-    },
+    Agent { error: agent::ConnectError, console: PathBuf },
 }
 
 /// A running VM with a connected agent.
@@ -77,11 +65,7 @@ pub async fn launch(backend: &dyn VmBackend, spec: VmSpec, boot_timeout: Duratio
         }
     };
     match result {
-        Ok(agent) => Ok(Launched {
-            vm,
-            agent,
-            boot_time: t0.elapsed(),
-        }),
+        Ok(agent) => Ok(Launched { vm, agent, boot_time: t0.elapsed() }),
         Err(e) => {
             let _ = vm.kill().await;
             Err(e)

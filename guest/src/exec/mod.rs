@@ -72,19 +72,12 @@ impl Exec {
     /// Waits for the result.
     pub async fn wait(&self) -> ExecResult {
         let mut rx = self.result.subscribe();
-        let r = rx
-            .wait_for(|r| r.is_some())
-            .await
-            .expect("the exec owns its result sender");
+        let r = rx.wait_for(|r| r.is_some()).await.expect("the exec owns its result sender");
         r.clone().expect("checked by wait_for")
     }
 
     pub fn state(&self) -> ExecState {
-        if self.result.borrow().is_some() {
-            ExecState::Finished
-        } else {
-            ExecState::Running
-        }
+        if self.result.borrow().is_some() { ExecState::Finished } else { ExecState::Running }
     }
 
     /// Sends a signal (name or number) to the execution's process group.
@@ -92,10 +85,7 @@ impl Exec {
         let num = signal::parse(name).map_err(|e| ExecError::InvalidArgument(e.to_string()))?;
         let sig = Signal::try_from(num).map_err(|_| ExecError::InvalidArgument(format!("unknown signal {name:?}")))?;
         if self.result.borrow().is_some() || self.pid <= 0 {
-            return Err(ExecError::FailedPrecondition(format!(
-                "execution {:?} has already finished",
-                self.id
-            )));
+            return Err(ExecError::FailedPrecondition(format!("execution {:?} has already finished", self.id)));
         }
         killpg(Pid::from_raw(self.pid), sig)
             .or_else(|_| kill(Pid::from_raw(self.pid), sig))
@@ -113,12 +103,7 @@ impl Exec {
         if rows == 0 || cols == 0 {
             return Err(ExecError::InvalidArgument("rows and cols must be at least 1".into()));
         }
-        let ws = libc::winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
+        let ws = libc::winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
         // SAFETY: TIOCSWINSZ reads a winsize from a valid pointer; the fd is our open pty master.
         if unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) } < 0 {
             return Err(std::io::Error::last_os_error().into());
@@ -140,10 +125,7 @@ impl Exec {
             let st = &mut *st;
             let Some(writer) = &st.writer else {
                 return Err(ExecError::FailedPrecondition(if st.offset == 0 && !eof {
-                    format!(
-                        "execution {:?} was started without stdin, or its stdin is closed",
-                        self.id
-                    )
+                    format!("execution {:?} was started without stdin, or its stdin is closed", self.id)
                 } else {
                     format!("stdin of execution {:?} is closed", self.id)
                 }));
@@ -204,10 +186,7 @@ pub struct ExecConfig {
 
 impl Default for ExecConfig {
     fn default() -> Self {
-        ExecConfig {
-            ring_bytes: 4 << 20,
-            passwd: "/etc/passwd".into(),
-        }
+        ExecConfig { ring_bytes: 4 << 20, passwd: "/etc/passwd".into() }
     }
 }
 
@@ -219,10 +198,7 @@ pub struct ExecTable {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
 
 fn valid_id(id: &str) -> bool {
@@ -237,20 +213,11 @@ fn new_id() -> String {
 
 impl ExecTable {
     pub fn new(reaper: Reaper, config: ExecConfig) -> Self {
-        ExecTable {
-            execs: Mutex::new(HashMap::new()),
-            reaper,
-            config,
-        }
+        ExecTable { execs: Mutex::new(HashMap::new()), reaper, config }
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<Exec>, ExecError> {
-        self.execs
-            .lock()
-            .unwrap()
-            .get(id)
-            .cloned()
-            .ok_or_else(|| ExecError::NotFound(id.into()))
+        self.execs.lock().unwrap().get(id).cloned().ok_or_else(|| ExecError::NotFound(id.into()))
     }
 
     pub fn list(&self) -> Vec<Arc<Exec>> {
@@ -275,22 +242,14 @@ impl ExecTable {
     /// Starts an execution (or returns the existing one with the same id and command).
     pub fn start(&self, req: ExecRequest) -> Result<Arc<Exec>, ExecError> {
         if req.argv.is_empty() || req.argv[0].is_empty() {
-            return Err(ExecError::InvalidArgument(
-                "argv is empty: give the command to run".into(),
-            ));
+            return Err(ExecError::InvalidArgument("argv is empty: give the command to run".into()));
         }
         if req.argv.iter().any(|a| a.contains('\0'))
             || req.env.iter().any(|(k, v)| k.contains(['\0', '=']) || v.contains('\0'))
         {
-            return Err(ExecError::InvalidArgument(
-                "argv and env may not contain NUL bytes, nor env names '='".into(),
-            ));
+            return Err(ExecError::InvalidArgument("argv and env may not contain NUL bytes, nor env names '='".into()));
         }
-        let id = if req.exec_id.is_empty() {
-            new_id()
-        } else {
-            req.exec_id.clone()
-        };
+        let id = if req.exec_id.is_empty() { new_id() } else { req.exec_id.clone() };
         if !valid_id(&id) {
             return Err(ExecError::InvalidArgument(format!(
                 "exec_id {id:?} is invalid: use 1 to 64 characters of A-Z a-z 0-9 . _ -"
@@ -299,17 +258,11 @@ impl ExecTable {
         // Held until the new execution is in the table, so two requests with one id never start two processes.
         let mut execs = self.execs.lock().unwrap();
         if let Some(existing) = execs.get(&id) {
-            return if existing.argv == req.argv {
-                Ok(existing.clone())
-            } else {
-                Err(ExecError::AlreadyExists(id))
-            };
+            return if existing.argv == req.argv { Ok(existing.clone()) } else { Err(ExecError::AlreadyExists(id)) };
         }
         let tty = match &req.tty {
             Some(t) if t.rows == 0 || t.cols == 0 || t.rows > 10_000 || t.cols > 10_000 => {
-                return Err(ExecError::InvalidArgument(
-                    "tty rows and cols must be between 1 and 10000".into(),
-                ));
+                return Err(ExecError::InvalidArgument("tty rows and cols must be between 1 and 10000".into()));
             }
             Some(t) => Some((t.rows as u16, t.cols as u16)),
             None => None,
@@ -317,11 +270,7 @@ impl ExecTable {
         let identity =
             users::resolve(&req.user, &self.config.passwd).map_err(|e| ExecError::InvalidArgument(e.to_string()))?;
         let cwd = if req.working_dir.is_empty() {
-            if identity.home.is_dir() {
-                identity.home.clone()
-            } else {
-                PathBuf::from("/")
-            }
+            if identity.home.is_dir() { identity.home.clone() } else { PathBuf::from("/") }
         } else {
             let p = PathBuf::from(&req.working_dir);
             if !p.is_absolute() {
@@ -353,14 +302,7 @@ impl ExecTable {
             env.retain(|(ek, _)| *ek != k);
             env.push((k, v));
         }
-        let spec = spawn::SpawnSpec {
-            argv: req.argv.clone(),
-            env,
-            cwd,
-            identity,
-            tty,
-            stdin: req.stdin,
-        };
+        let spec = spawn::SpawnSpec { argv: req.argv.clone(), env, cwd, identity, tty, stdin: req.stdin };
         let started = now_ms();
         let output = OutputRing::new(self.config.ring_bytes);
         let (result_tx, _) = watch::channel(None);
@@ -382,22 +324,12 @@ impl ExecTable {
                     result: result_tx,
                 });
                 let timeout = (req.timeout_ms > 0).then(|| Duration::from_millis(req.timeout_ms));
-                let grace = if req.kill_grace_ms > 0 {
-                    Duration::from_millis(req.kill_grace_ms)
-                } else {
-                    DEFAULT_KILL_GRACE
-                };
+                let grace =
+                    if req.kill_grace_ms > 0 { Duration::from_millis(req.kill_grace_ms) } else { DEFAULT_KILL_GRACE };
                 let streams = std::iter::once((Stream::Stdout, spawned.stdout))
                     .chain(spawned.stderr.map(|fd| (Stream::Stderr, fd)))
                     .collect();
-                tokio::spawn(supervise(
-                    exec.clone(),
-                    spawned.status,
-                    streams,
-                    timeout,
-                    grace,
-                    started,
-                ));
+                tokio::spawn(supervise(exec.clone(), spawned.status, streams, timeout, grace, started));
                 exec
             }
             Err(err) => {
@@ -420,11 +352,7 @@ impl ExecTable {
                     tty: tty.is_some(),
                     output,
                     pid: 0,
-                    stdin: tokio::sync::Mutex::new(StdinState {
-                        writer: None,
-                        offset: 0,
-                        tty: false,
-                    }),
+                    stdin: tokio::sync::Mutex::new(StdinState { writer: None, offset: 0, tty: false }),
                     pty: None,
                     result: result_tx,
                 });

@@ -52,20 +52,9 @@ pub struct OutputRing {
 impl OutputRing {
     /// A ring holding at most `capacity` unacknowledged bytes (at least 4 KiB).
     pub fn new(capacity: usize) -> Self {
-        let pos = Position {
-            retained_from: 0,
-            end: 0,
-            closed: false,
-        };
+        let pos = Position { retained_from: 0, end: 0, closed: false };
         let (tx, _) = watch::channel(pos);
-        OutputRing {
-            capacity: capacity.max(4096),
-            inner: Mutex::new(Inner {
-                chunks: VecDeque::new(),
-                pos,
-            }),
-            tx,
-        }
+        OutputRing { capacity: capacity.max(4096), inner: Mutex::new(Inner { chunks: VecDeque::new(), pos }), tx }
     }
 
     pub fn position(&self) -> Position {
@@ -108,11 +97,7 @@ impl OutputRing {
             Some(last) if last.stream == stream && last.data.len() + data.len() <= 64 * 1024 => {
                 last.data.extend_from_slice(data)
             }
-            _ => inner.chunks.push_back(Chunk {
-                stream,
-                cursor,
-                data: data.to_vec(),
-            }),
+            _ => inner.chunks.push_back(Chunk { stream, cursor, data: data.to_vec() }),
         }
         inner.pos.end += data.len() as u64;
         self.tx.send_replace(inner.pos);
@@ -153,10 +138,7 @@ impl OutputRing {
         let inner = self.inner.lock().unwrap();
         let pos = inner.pos;
         if cursor < pos.retained_from {
-            return Err(ReadError::Released {
-                cursor,
-                retained_from: pos.retained_from,
-            });
+            return Err(ReadError::Released { cursor, retained_from: pos.retained_from });
         }
         if cursor > pos.end {
             return Err(ReadError::Beyond { cursor, end: pos.end });
@@ -164,9 +146,7 @@ impl OutputRing {
         let mut out = Vec::new();
         let mut budget = max;
         // Chunks are sorted by cursor: find the first one that ends after `cursor`.
-        let start = inner
-            .chunks
-            .partition_point(|c| c.cursor + c.data.len() as u64 <= cursor);
+        let start = inner.chunks.partition_point(|c| c.cursor + c.data.len() as u64 <= cursor);
         for c in inner.chunks.range(start..) {
             if budget == 0 {
                 break;
@@ -189,11 +169,7 @@ mod tests {
     use super::*;
 
     fn collect(r: &OutputRing, from: u64) -> Vec<u8> {
-        r.read(from, usize::MAX)
-            .unwrap()
-            .into_iter()
-            .flat_map(|c| c.data)
-            .collect()
+        r.read(from, usize::MAX).unwrap().into_iter().flat_map(|c| c.data).collect()
     }
 
     #[test]
@@ -216,13 +192,7 @@ mod tests {
         r.append(Stream::Stdout, b"0123456789");
         r.ack(4);
         assert_eq!(collect(&r, 4), b"456789");
-        assert_eq!(
-            r.read(3, 1),
-            Err(ReadError::Released {
-                cursor: 3,
-                retained_from: 4
-            })
-        );
+        assert_eq!(r.read(3, 1), Err(ReadError::Released { cursor: 3, retained_from: 4 }));
         r.ack(2); // backwards: no-op
         assert_eq!(r.position().retained_from, 4);
         r.ack(100); // clamped

@@ -52,10 +52,7 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
 /// Starts the process. An error here means it could not run at all (e.g. the command does not exist).
 pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> std::io::Result<Spawned> {
     let mut cmd = Command::new(&spec.argv[0]);
-    cmd.args(&spec.argv[1..])
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&spec.cwd);
+    cmd.args(&spec.argv[1..]).env_clear().envs(spec.env.iter().map(|(k, v)| (k, v))).current_dir(&spec.cwd);
     // Switching users needs root; in local (development) mode the agent may run unprivileged and then runs execs
     // as itself.
     if nix::unistd::geteuid().is_root() {
@@ -77,12 +74,7 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> std::io::Result<Spawned> {
 
     let (stdout, stderr, stdin, pty);
     if let Some((rows, cols)) = spec.tty {
-        let ws = Winsize {
-            ws_row: rows,
-            ws_col: cols,
-            ws_xpixel: 0,
-            ws_ypixel: 0,
-        };
+        let ws = Winsize { ws_row: rows, ws_col: cols, ws_xpixel: 0, ws_ypixel: 0 };
         let p = openpty(Some(&ws), None)?;
         fcntl(&p.master, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
         fcntl(&p.slave, FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC))?;
@@ -118,12 +110,5 @@ pub fn spawn(reaper: &Reaper, spec: &SpawnSpec) -> std::io::Result<Spawned> {
     // when the process (and its descendants) close theirs.
     drop(cmd);
     debug_assert!(stdout.as_raw_fd() >= 0);
-    Ok(Spawned {
-        pid,
-        status,
-        stdout,
-        stderr,
-        stdin,
-        pty,
-    })
+    Ok(Spawned { pid, status, stdout, stderr, stdin, pty })
 }

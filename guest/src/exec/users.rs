@@ -34,12 +34,7 @@ fn entries(passwd: &str) -> impl Iterator<Item = Entry> + '_ {
         if f.len() < 7 {
             return None;
         }
-        Some(Entry {
-            name: f[0].into(),
-            uid: f[2].parse().ok()?,
-            gid: f[3].parse().ok()?,
-            home: f[5].into(),
-        })
+        Some(Entry { name: f[0].into(), uid: f[2].parse().ok()?, gid: f[3].parse().ok()?, home: f[5].into() })
     })
 }
 
@@ -54,12 +49,7 @@ fn resolve_in(spec: &str, passwd: &str) -> Result<Identity, UserError> {
     let by_uid = |uid: u32| entries(passwd).find(|e| e.uid == uid);
     if spec.is_empty() {
         let home = by_uid(0).map(|e| e.home).unwrap_or_else(|| "/root".into());
-        return Ok(Identity {
-            uid: 0,
-            gid: 0,
-            name: "root".into(),
-            home,
-        });
+        return Ok(Identity { uid: 0, gid: 0, name: "root".into(), home });
     }
     if let Some((u, g)) = spec.split_once(':') {
         let uid: u32 = u.parse().map_err(|_| UserError::Invalid(spec.into()))?;
@@ -74,28 +64,13 @@ fn resolve_in(spec: &str, passwd: &str) -> Result<Identity, UserError> {
     }
     if let Ok(uid) = spec.parse::<u32>() {
         return Ok(match by_uid(uid) {
-            Some(e) => Identity {
-                uid,
-                gid: e.gid,
-                name: e.name,
-                home: e.home,
-            },
-            None => Identity {
-                uid,
-                gid: uid,
-                name: uid.to_string(),
-                home: "/".into(),
-            },
+            Some(e) => Identity { uid, gid: e.gid, name: e.name, home: e.home },
+            None => Identity { uid, gid: uid, name: uid.to_string(), home: "/".into() },
         });
     }
     entries(passwd)
         .find(|e| e.name == spec)
-        .map(|e| Identity {
-            uid: e.uid,
-            gid: e.gid,
-            name: e.name,
-            home: e.home,
-        })
+        .map(|e| Identity { uid: e.uid, gid: e.gid, name: e.name, home: e.home })
         .ok_or_else(|| UserError::Unknown(spec.into()))
 }
 

@@ -51,10 +51,7 @@ pub enum InitError {
 }
 
 pub(crate) fn step<T, E: Into<std::io::Error>>(what: impl Into<String>, r: Result<T, E>) -> Result<T, InitError> {
-    r.map_err(|e| InitError::Step {
-        step: what.into(),
-        source: e.into(),
-    })
+    r.map_err(|e| InitError::Step { step: what.into(), source: e.into() })
 }
 
 /// Runs the whole early boot. On return the process is in the box's root filesystem.

@@ -15,10 +15,7 @@ pub fn load_all(dir: &Path) -> Result<usize, InitError> {
         Ok(o) => o,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
         Err(e) => {
-            return Err(InitError::Step {
-                step: "read modules.order".into(),
-                source: e,
-            });
+            return Err(InitError::Step { step: "read modules.order".into(), source: e });
         }
     };
     let params = CString::default();
@@ -31,10 +28,7 @@ pub fn load_all(dir: &Path) -> Result<usize, InitError> {
         if rc != 0 {
             let err = std::io::Error::last_os_error();
             if err.raw_os_error() != Some(libc::EEXIST) {
-                return Err(InitError::Step {
-                    step: format!("load module {name}"),
-                    source: err,
-                });
+                return Err(InitError::Step { step: format!("load module {name}"), source: err });
             }
         } else {
             loaded += 1;

@@ -11,10 +11,7 @@ const DEVICE_WAIT: Duration = Duration::from_secs(10);
 
 fn mnt(src: &str, target: &str, fstype: &str, flags: MsFlags, data: Option<&str>) -> Result<(), InitError> {
     let _ = std::fs::create_dir_all(target);
-    step(
-        format!("mount {fstype} on {target}"),
-        mount(Some(src), target, Some(fstype), flags, data),
-    )
+    step(format!("mount {fstype} on {target}"), mount(Some(src), target, Some(fstype), flags, data))
 }
 
 /// /dev, /proc and /sys of the initramfs.
@@ -58,9 +55,7 @@ fn disk_by_serial(serial: &str, wait: Duration) -> Option<PathBuf> {
 /// Mounts the root image under an overlay whose upper layer is on the writable disk, and moves into it.
 pub fn switch_root(opts: &BootOptions) -> Result<(), InitError> {
     let root = disk_by_serial(ROOT_SERIAL, DEVICE_WAIT).ok_or_else(|| {
-        InitError::Missing(format!(
-            "no root disk: no virtio-blk disk with serial {ROOT_SERIAL:?} appeared"
-        ))
+        InitError::Missing(format!("no root disk: no virtio-blk disk with serial {ROOT_SERIAL:?} appeared"))
     })?;
     let lower = "/run/boxyard/lower";
     let rw = "/run/boxyard/rw";
@@ -84,13 +79,7 @@ pub fn switch_root(opts: &BootOptions) -> Result<(), InitError> {
         let _ = std::fs::create_dir_all(&target);
         step(
             format!("move /{d}"),
-            mount(
-                Some(&*format!("/{d}")),
-                &*target,
-                None::<&str>,
-                MsFlags::MS_MOVE,
-                None::<&str>,
-            ),
+            mount(Some(&*format!("/{d}")), &*target, None::<&str>, MsFlags::MS_MOVE, None::<&str>),
         )?;
     }
     // Free the initramfs copy of the agent and the modules: nothing needs them any more.
@@ -98,35 +87,14 @@ pub fn switch_root(opts: &BootOptions) -> Result<(), InitError> {
     let _ = std::fs::remove_file("/init");
 
     step("chdir new root", std::env::set_current_dir(new_root))?;
-    step(
-        "move new root to /",
-        mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>),
-    )?;
+    step("move new root to /", mount(Some("."), "/", None::<&str>, MsFlags::MS_MOVE, None::<&str>))?;
     step("chroot", nix::unistd::chroot("."))?;
     step("chdir /", std::env::set_current_dir("/"))?;
 
     let nosuid = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC;
-    mnt(
-        "devpts",
-        "/dev/pts",
-        "devpts",
-        nosuid,
-        Some("gid=5,mode=620,ptmxmode=666"),
-    )?;
-    mnt(
-        "tmpfs",
-        "/dev/shm",
-        "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777"),
-    )?;
-    mnt(
-        "tmpfs",
-        "/run",
-        "tmpfs",
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=0755"),
-    )?;
+    mnt("devpts", "/dev/pts", "devpts", nosuid, Some("gid=5,mode=620,ptmxmode=666"))?;
+    mnt("tmpfs", "/dev/shm", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=1777"))?;
+    mnt("tmpfs", "/run", "tmpfs", MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755"))?;
     let _ = nix::unistd::sethostname(opts.hostname.as_deref().unwrap_or("boxyard"));
     loopback_up();
     Ok(())
@@ -159,13 +127,7 @@ pub fn power_off() -> ! {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(-1), nix::sys::signal::Signal::SIGKILL);
     nix::unistd::sync();
     // Remount the writable disk read-only so its journal is clean; best effort.
-    let _ = mount(
-        None::<&str>,
-        "/",
-        None::<&str>,
-        MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-        None::<&str>,
-    );
+    let _ = mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>);
     nix::unistd::sync();
     let _ = nix::sys::reboot::reboot(nix::sys::reboot::RebootMode::RB_POWER_OFF);
     // Reboot failing is not recoverable for PID 1: exiting panics the kernel, which (panic=-1) ends the VM.

@@ -4,11 +4,14 @@
 //! reconnects). The guest driver reports the host's absence as EOF on read and as a hang-up in poll. One session runs
 //! at a time: when it ends (EOF, error), the port returns to the handshake and waits for the next HELLO. While the
 //! host is away, reads return EOF immediately, so the handshake loop sleeps briefly between attempts.
+//!
+//! Every session registers its own duplicate of the port's descriptor with the reactor: tokio treats a hang-up as
+//! final for a registration (the "closed" readiness is never cleared), so a registration that saw the host leave
+//! would report the port ready forever and spin.
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
@@ -37,7 +40,9 @@ pub fn find_port(name: &str) -> Option<PathBuf> {
 
 /// One session on the port. Dropping it lets the next session start.
 pub struct PortSession {
-    fd: Arc<AsyncFd<OwnedFd>>,
+    fd: AsyncFd<OwnedFd>,
+    /// The handshake completed: a hang-up is worth a debug message.
+    established: bool,
     /// The host went away: reads return EOF and writes fail from now on.
     hung_up: bool,
     _done: Option<oneshot::Sender<()>>,
@@ -49,11 +54,7 @@ impl tonic::transport::server::Connected for PortSession {
 }
 
 fn host_hung_up(fd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd {
-        fd: fd.as_raw_fd(),
-        events: 0,
-        revents: 0,
-    };
+    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: 0, revents: 0 };
     // SAFETY: one valid pollfd, zero timeout.
     unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLHUP != 0 }
 }
@@ -68,6 +69,9 @@ impl AsyncRead for PortSession {
             let unfilled = buf.initialize_unfilled();
             match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), unfilled).map_err(std::io::Error::from)) {
                 Ok(Ok(0)) => {
+                    if self.established {
+                        crate::debug!("agent port: host went away (EOF)");
+                    }
                     drop(guard);
                     self.hung_up = true;
                     return Poll::Ready(Ok(()));
@@ -95,6 +99,7 @@ impl AsyncWrite for PortSession {
                 Err(_would_block) => {
                     // A write blocks for good while the host is away; notice that instead of waiting forever.
                     if host_hung_up(self.fd.get_ref()) {
+                        crate::debug!("agent port: host went away (write side)");
                         drop(guard);
                         self.hung_up = true;
                     }
@@ -114,28 +119,31 @@ impl AsyncWrite for PortSession {
 
 /// Yields one handshaken session at a time, forever.
 pub fn sessions(device: &Path) -> std::io::Result<impl futures::Stream<Item = std::io::Result<PortSession>> + use<>> {
-    let fd = open(
-        device,
-        OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY,
-        Mode::empty(),
-    )?;
-    let fd = Arc::new(crate::fd::register(fd)?);
+    // Held open for the agent's lifetime, so the host always sees the guest side connected.
+    let port = open(device, OFlag::O_RDWR | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC | OFlag::O_NOCTTY, Mode::empty())?;
     let (tx, rx) = tokio::sync::mpsc::channel(1);
     tokio::spawn(async move {
         loop {
             let (done_tx, done_rx) = oneshot::channel();
-            let mut session = PortSession {
-                fd: fd.clone(),
-                hung_up: false,
-                _done: Some(done_tx),
+            let fd = match port.try_clone().and_then(crate::fd::register) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    eprintln!("boxyard-guest: agent port: cannot register the port: {e}");
+                    tokio::time::sleep(HOST_AWAY_POLL).await;
+                    continue;
+                }
             };
+            let mut session = PortSession { fd, established: false, hung_up: false, _done: Some(done_tx) };
             match server_handshake(&mut session).await {
                 Ok(_) => {
+                    session.established = true;
+                    crate::debug!("agent port: session started");
                     if tx.send(Ok(session)).await.is_err() {
                         return;
                     }
                     // Wait until the server drops the session before reading the port again.
                     let _ = done_rx.await;
+                    crate::debug!("agent port: session ended");
                 }
                 Err(HandshakeError::Closed) => tokio::time::sleep(HOST_AWAY_POLL).await,
                 Err(e) => {

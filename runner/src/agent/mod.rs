@@ -26,11 +26,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
     #[error("the guest agent at {path} did not become ready within {timeout:?}: {last}")]
-    Timeout {
-        path: PathBuf,
-        timeout: Duration,
-        last: String,
-    },
+    Timeout { path: PathBuf, timeout: Duration, last: String },
     #[error("cannot open a gRPC channel to the guest agent: {0}")]
     Channel(#[from] tonic::transport::Error),
 }
@@ -64,13 +60,11 @@ pub async fn connect(path: &Path, timeout: Duration) -> Result<Agent, ConnectErr
     let deadline = tokio::time::Instant::now() + timeout;
     // The first session is opened here so that "not ready in time" is reported clearly; later reconnections use
     // the connector below with a shorter budget.
-    let first = open_session(path, deadline)
-        .await
-        .map_err(|last| ConnectError::Timeout {
-            path: path.to_path_buf(),
-            timeout,
-            last,
-        })?;
+    let first = open_session(path, deadline).await.map_err(|last| ConnectError::Timeout {
+        path: path.to_path_buf(),
+        timeout,
+        last,
+    })?;
     let first = std::sync::Arc::new(std::sync::Mutex::new(Some(first)));
     let path = path.to_path_buf();
     let connector = tower::service_fn(move |_: tonic::transport::Uri| {
@@ -81,17 +75,12 @@ pub async fn connect(path: &Path, timeout: Duration) -> Result<Agent, ConnectErr
                 return Ok::<_, std::io::Error>(TokioIo::new(s));
             }
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-            open_session(&path, deadline)
-                .await
-                .map(TokioIo::new)
-                .map_err(std::io::Error::other)
+            open_session(&path, deadline).await.map(TokioIo::new).map_err(std::io::Error::other)
         }
     });
     let channel = Endpoint::from_static("http://boxyard-agent")
         .connect_timeout(Duration::from_secs(15))
         .connect_with_connector(connector)
         .await?;
-    Ok(AgentClient::new(channel)
-        .max_decoding_message_size(16 << 20)
-        .max_encoding_message_size(16 << 20))
+    Ok(AgentClient::new(channel).max_decoding_message_size(16 << 20).max_encoding_message_size(16 << 20))
 }

@@ -10,11 +10,7 @@ use super::Agent;
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutputEvent {
     /// Bytes of one stream starting at `cursor`.
-    Data {
-        stream: OutStream,
-        cursor: u64,
-        data: Vec<u8>,
-    },
+    Data { stream: OutStream, cursor: u64, data: Vec<u8> },
     /// The execution ended; sent after every byte.
     Exit(ExecResult),
 }
@@ -32,22 +28,12 @@ impl OutputFollower {
     pub async fn start(agent: &mut Agent, exec_id: &str, from_cursor: u64) -> Result<Self, tonic::Status> {
         let (tx, rx) = mpsc::channel(16);
         tx.send(OutputRequest {
-            msg: Some(output_request::Msg::Start(OutputStart {
-                exec_id: exec_id.into(),
-                from_cursor,
-            })),
+            msg: Some(output_request::Msg::Start(OutputStart { exec_id: exec_id.into(), from_cursor })),
         })
         .await
         .expect("the receiver is alive");
-        let inbound = agent
-            .output(tokio_stream::wrappers::ReceiverStream::new(rx))
-            .await?
-            .into_inner();
-        Ok(OutputFollower {
-            inbound,
-            acks: tx,
-            cursor: from_cursor,
-        })
+        let inbound = agent.output(tokio_stream::wrappers::ReceiverStream::new(rx)).await?.into_inner();
+        Ok(OutputFollower { inbound, acks: tx, cursor: from_cursor })
     }
 
     /// The next event; None when the stream ended without an exit event (the connection was cut).
@@ -77,12 +63,7 @@ impl OutputFollower {
 
     /// Tells the agent everything below `cursor` is stored; it may release it.
     pub async fn ack(&self, cursor: u64) {
-        let _ = self
-            .acks
-            .send(OutputRequest {
-                msg: Some(output_request::Msg::Ack(cursor)),
-            })
-            .await;
+        let _ = self.acks.send(OutputRequest { msg: Some(output_request::Msg::Ack(cursor)) }).await;
     }
 }
 
@@ -121,9 +102,7 @@ pub async fn collect(agent: &mut Agent, exec_id: &str) -> Result<Collected, toni
                 return Ok(out);
             }
             None => {
-                return Err(tonic::Status::unavailable(
-                    "the output stream ended before the execution's exit",
-                ));
+                return Err(tonic::Status::unavailable("the output stream ended before the execution's exit"));
             }
         }
     }

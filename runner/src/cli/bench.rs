@@ -85,10 +85,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 let t = Instant::now();
                 let id = l
                     .agent
-                    .exec(ExecRequest {
-                        argv: vec!["true".into()],
-                        ..Default::default()
-                    })
+                    .exec(ExecRequest { argv: vec!["true".into()], ..Default::default() })
                     .await?
                     .into_inner()
                     .exec_id;

@@ -108,6 +108,7 @@ impl VmOptions {
                 MachineArg::Microvm => Machine::Microvm,
                 MachineArg::Q35 => Machine::Q35,
             },
+            tsc_khz: boxyard_runner::hostcaps::tsc_khz(),
         }
     }
 

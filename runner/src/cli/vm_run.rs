@@ -75,10 +75,7 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         }
         None => (t, 1),
     };
-    let n: u64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("{s:?} is not a size (e.g. 512M, 2G)"))?;
+    let n: u64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size (e.g. 512M, 2G)"))?;
     n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
 }
 
@@ -118,19 +115,11 @@ impl Drop for RawMode {
 }
 
 fn terminal_size() -> Tty {
-    let mut ws = libc::winsize {
-        ws_row: 0,
-        ws_col: 0,
-        ws_xpixel: 0,
-        ws_ypixel: 0,
-    };
+    let mut ws = libc::winsize { ws_row: 0, ws_col: 0, ws_xpixel: 0, ws_ypixel: 0 };
     // SAFETY: TIOCGWINSZ writes a winsize into a valid pointer.
     let ok = unsafe { libc::ioctl(libc::STDOUT_FILENO, libc::TIOCGWINSZ, &mut ws) } == 0;
     if ok && ws.ws_row > 0 && ws.ws_col > 0 {
-        Tty {
-            rows: ws.ws_row.into(),
-            cols: ws.ws_col.into(),
-        }
+        Tty { rows: ws.ws_row.into(), cols: ws.ws_col.into() }
     } else {
         Tty { rows: 24, cols: 80 }
     }
@@ -151,10 +140,7 @@ pub fn exit_status(r: &ExecResult) -> u8 {
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
     let backend = args.vm.backend();
     let image = args.vm.image();
-    let run_dir = tempfile::Builder::new()
-        .prefix("boxyard-vm-")
-        .tempdir()
-        .context("create a run directory")?;
+    let run_dir = tempfile::Builder::new().prefix("boxyard-vm-").tempdir().context("create a run directory")?;
     let disk = match &args.disk {
         Some(d) => {
             if !d.exists() {
@@ -190,11 +176,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
     };
     if args.verbose {
-        eprintln!(
-            "boxyard-runner: {} VM ready in {:.2} s",
-            backend_name(&backend),
-            launched.boot_time.as_secs_f64()
-        );
+        eprintln!("boxyard-runner: {} VM ready in {:.2} s", backend_name(&backend), launched.boot_time.as_secs_f64());
     }
     let outcome = run_command(&mut launched.agent, &args).await;
     // Power off through the agent (it syncs the writable disk), then make sure the VM is gone.
@@ -241,12 +223,7 @@ async fn run_command(agent: &mut Agent, args: &RunArgs) -> anyhow::Result<u8> {
             let mut offset = 0u64;
             loop {
                 let n = stdin.read(&mut buf).await.unwrap_or(0);
-                let req = WriteStdinRequest {
-                    exec_id: id.clone(),
-                    offset,
-                    data: buf[..n].to_vec(),
-                    eof: n == 0,
-                };
+                let req = WriteStdinRequest { exec_id: id.clone(), offset, data: buf[..n].to_vec(), eof: n == 0 };
                 match a.write_stdin(req).await {
                     Ok(r) => offset = r.into_inner().offset,
                     Err(_) => return,
@@ -263,12 +240,7 @@ async fn run_command(agent: &mut Agent, args: &RunArgs) -> anyhow::Result<u8> {
         if let Ok(mut winch) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()) {
             background.push(tokio::spawn(async move {
                 while winch.recv().await.is_some() {
-                    let _ = a
-                        .resize(ResizeRequest {
-                            exec_id: id.clone(),
-                            tty: Some(terminal_size()),
-                        })
-                        .await;
+                    let _ = a.resize(ResizeRequest { exec_id: id.clone(), tty: Some(terminal_size()) }).await;
                 }
             }));
         }

@@ -46,39 +46,16 @@ impl VmSpec {
     /// Checks the spec before anything is started, with errors that say what to fix.
     pub fn validate(&self) -> Result<(), VmError> {
         let file = |what: &'static str, p: &Path, hint: &'static str| -> Result<(), VmError> {
-            if p.is_file() {
-                Ok(())
-            } else {
-                Err(VmError::MissingFile {
-                    what,
-                    path: p.to_path_buf(),
-                    hint,
-                })
-            }
+            if p.is_file() { Ok(()) } else { Err(VmError::MissingFile { what, path: p.to_path_buf(), hint }) }
         };
-        file(
-            "kernel",
-            &self.kernel,
-            "build it with scripts/build-guest.sh or pass --kernel",
-        )?;
-        file(
-            "initramfs",
-            &self.initramfs,
-            "build it with scripts/build-guest.sh or pass --initramfs",
-        )?;
-        file(
-            "root image",
-            &self.root_image,
-            "build one with scripts/build-rootfs.sh or pass --rootfs",
-        )?;
+        file("kernel", &self.kernel, "build it with scripts/build-guest.sh or pass --kernel")?;
+        file("initramfs", &self.initramfs, "build it with scripts/build-guest.sh or pass --initramfs")?;
+        file("root image", &self.root_image, "build one with scripts/build-rootfs.sh or pass --rootfs")?;
         if let Some(d) = &self.writable_disk {
             file("writable disk", d, "it is created when the box is created")?;
         }
         if self.vcpus == 0 || self.vcpus > 64 {
-            return Err(VmError::InvalidSpec(format!(
-                "vcpus must be between 1 and 64, got {}",
-                self.vcpus
-            )));
+            return Err(VmError::InvalidSpec(format!("vcpus must be between 1 and 64, got {}", self.vcpus)));
         }
         if self.memory_mib < 64 || self.memory_mib > 256 * 1024 {
             return Err(VmError::InvalidSpec(format!(
@@ -87,10 +64,7 @@ impl VmSpec {
             )));
         }
         if !self.run_dir.is_dir() {
-            return Err(VmError::InvalidSpec(format!(
-                "run directory {} does not exist",
-                self.run_dir.display()
-            )));
+            return Err(VmError::InvalidSpec(format!("run directory {} does not exist", self.run_dir.display())));
         }
         Ok(())
     }
@@ -110,11 +84,7 @@ pub enum VmStatus {
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
     #[error("{what} not found at {path}: {hint}")]
-    MissingFile {
-        what: &'static str,
-        path: PathBuf,
-        hint: &'static str,
-    },
+    MissingFile { what: &'static str, path: PathBuf, hint: &'static str },
     #[error("invalid VM spec: {0}")]
     InvalidSpec(String),
     #[error("cannot start {program}: {source}; is it installed (scripts/setup.sh)?")]

@@ -50,19 +50,21 @@ pub const BASE_KERNEL_ARGS: &[&str] = &[
 ];
 
 /// Builds the arguments (without the program name).
-pub fn args(spec: &VmSpec, accel: Accel, machine: Machine) -> Vec<String> {
+///
+/// `tsc_khz`: under TCG on microvm, the host TSC rate for `tsc_early_khz=` (microvm has no HPET or PM timer to
+/// calibrate against, and a failed calibration can hang the guest's boot on a busy host).
+pub fn args(spec: &VmSpec, accel: Accel, machine: Machine, tsc_khz: Option<u64>) -> Vec<String> {
     let run = |name: &str| spec.run_dir.join(name).display().to_string();
     let (machine_arg, blk, serial_bus) = match machine {
-        Machine::Microvm => (
-            "microvm,acpi=on",
-            "virtio-blk-device",
-            "virtio-serial-device",
-        ),
+        Machine::Microvm => ("microvm,acpi=on", "virtio-blk-device", "virtio-serial-device"),
         Machine::Q35 => ("q35", "virtio-blk-pci", "virtio-serial-pci"),
     };
     let mut kernel_args: Vec<String> = BASE_KERNEL_ARGS.iter().map(|s| s.to_string()).collect();
     if machine == Machine::Microvm {
         kernel_args.push("pci=off".into());
+        if let (Accel::Tcg, Some(khz)) = (accel, tsc_khz) {
+            kernel_args.push(format!("tsc_early_khz={khz}"));
+        }
     }
     kernel_args.extend(spec.extra_kernel_args.iter().cloned());
 
@@ -101,20 +103,14 @@ pub fn args(spec: &VmSpec, accel: Accel, machine: Machine) -> Vec<String> {
         "-serial".into(),
         "chardev:console".into(),
         "-drive".into(),
-        format!(
-            "if=none,id=root,format=raw,readonly=on,file={}",
-            spec.root_image.display()
-        ),
+        format!("if=none,id=root,format=raw,readonly=on,file={}", spec.root_image.display()),
         "-device".into(),
         format!("{blk},drive=root,serial=boxyard-root"),
     ];
     if let Some(disk) = &spec.writable_disk {
         a.extend([
             "-drive".into(),
-            format!(
-                "if=none,id=rw,format=raw,cache=writeback,discard=unmap,file={}",
-                disk.display()
-            ),
+            format!("if=none,id=rw,format=raw,cache=writeback,discard=unmap,file={}", disk.display()),
             "-device".into(),
             format!("{blk},drive=rw,serial=boxyard-rw"),
         ]);
@@ -123,10 +119,7 @@ pub fn args(spec: &VmSpec, accel: Accel, machine: Machine) -> Vec<String> {
         "-device".into(),
         serial_bus.into(),
         "-chardev".into(),
-        format!(
-            "socket,id=agent,path={},server=on,wait=off",
-            spec.agent_socket().display()
-        ),
+        format!("socket,id=agent,path={},server=on,wait=off", spec.agent_socket().display()),
         "-device".into(),
         format!("virtserialport,chardev=agent,name={AGENT_PORT_NAME}"),
         "-qmp".into(),
@@ -158,14 +151,14 @@ mod tests {
 
     #[test]
     fn microvm_tcg_line() {
-        let a = args(&spec(), Accel::Tcg, Machine::Microvm).join(" ");
+        let a = args(&spec(), Accel::Tcg, Machine::Microvm, Some(2_500_000)).join(" ");
         assert!(a.contains("-machine microvm,acpi=on"));
         assert!(a.contains("-accel tcg"));
         assert!(a.contains("virtio-blk-device,drive=root,serial=boxyard-root"));
         assert!(a.contains("virtio-blk-device,drive=rw,serial=boxyard-rw"));
         assert!(a.contains("socket,id=agent,path=/run/b1/agent.sock,server=on,wait=off"));
         assert!(a.contains("name=boxyard.agent"));
-        assert!(a.contains("pci=off boxyard.debug"));
+        assert!(a.contains("pci=off tsc_early_khz=2500000 boxyard.debug"));
         assert!(a.contains("-smp 2 -m 512M"));
     }
 
@@ -173,10 +166,11 @@ mod tests {
     fn q35_kvm_line_without_writable_disk() {
         let mut s = spec();
         s.writable_disk = None;
-        let a = args(&s, Accel::Kvm, Machine::Q35).join(" ");
+        let a = args(&s, Accel::Kvm, Machine::Q35, Some(2_500_000)).join(" ");
         assert!(a.contains("-accel kvm -cpu host"));
         assert!(a.contains("virtio-blk-pci,drive=root"));
         assert!(!a.contains("boxyard-rw"));
         assert!(!a.contains("pci=off"));
+        assert!(!a.contains("tsc_early_khz"));
     }
 }

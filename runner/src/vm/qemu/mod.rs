@@ -25,20 +25,19 @@ pub struct QemuBackend {
     pub binary: PathBuf,
     pub accel: Accel,
     pub machine: Machine,
+    /// Host TSC rate handed to TCG microvm guests (see [`crate::hostcaps::tsc_khz`]).
+    pub tsc_khz: Option<u64>,
 }
 
 impl QemuBackend {
     /// KVM where hardware virtualization exists, TCG otherwise; the microvm machine.
     pub fn detect() -> Self {
-        let accel = if crate::hostcaps::hardware_virtualization() {
-            Accel::Kvm
-        } else {
-            Accel::Tcg
-        };
+        let accel = if crate::hostcaps::hardware_virtualization() { Accel::Kvm } else { Accel::Tcg };
         QemuBackend {
             binary: "qemu-system-x86_64".into(),
             accel,
             machine: Machine::Microvm,
+            tsc_khz: if accel == Accel::Tcg { crate::hostcaps::tsc_khz() } else { None },
         }
     }
 }
@@ -54,12 +53,7 @@ impl VmBackend for QemuBackend {
 
     async fn create(&self, spec: VmSpec) -> Result<Box<dyn Vm>, VmError> {
         spec.validate()?;
-        Ok(Box::new(QemuVm {
-            backend: self.clone(),
-            spec,
-            child: None,
-            ended: None,
-        }))
+        Ok(Box::new(QemuVm { backend: self.clone(), spec, child: None, ended: None }))
     }
 }
 
@@ -73,11 +67,7 @@ pub struct QemuVm {
 
 impl QemuVm {
     fn runtime_files(&self) -> [PathBuf; 3] {
-        [
-            self.spec.agent_socket(),
-            self.spec.run_dir.join("qmp.sock"),
-            self.spec.run_dir.join("qemu.pid"),
-        ]
+        [self.spec.agent_socket(), self.spec.run_dir.join("qmp.sock"), self.spec.run_dir.join("qemu.pid")]
     }
 
     fn cleanup(&self) {
@@ -123,7 +113,7 @@ impl Vm for QemuVm {
         self.ended = None;
         let log = std::fs::File::create(self.spec.run_dir.join("qemu.log"))?;
         let mut cmd = Command::new(&self.backend.binary);
-        cmd.args(cmdline::args(&self.spec, self.backend.accel, self.backend.machine))
+        cmd.args(cmdline::args(&self.spec, self.backend.accel, self.backend.machine, self.backend.tsc_khz))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -137,10 +127,9 @@ impl Vm for QemuVm {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|source| VmError::Spawn {
-            program: self.backend.binary.display().to_string(),
-            source,
-        })?;
+        let child = cmd
+            .spawn()
+            .map_err(|source| VmError::Spawn { program: self.backend.binary.display().to_string(), source })?;
         self.child = Some(child);
         // QEMU creates its sockets while starting; wait for the agent socket so callers can connect at once.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
@@ -148,19 +137,13 @@ impl Vm for QemuVm {
             if let Some(detail) = self.poll_exit() {
                 let tail = self.qemu_log_tail();
                 return Err(VmError::EarlyExit {
-                    detail: if tail.is_empty() {
-                        detail
-                    } else {
-                        format!("{detail}: {tail}")
-                    },
+                    detail: if tail.is_empty() { detail } else { format!("{detail}: {tail}") },
                     log: self.spec.run_dir.join("qemu.log"),
                 });
             }
             if tokio::time::Instant::now() > deadline {
                 let _ = self.kill().await;
-                return Err(VmError::Control(
-                    "QEMU did not create its agent socket within 10 s".into(),
-                ));
+                return Err(VmError::Control("QEMU did not create its agent socket within 10 s".into()));
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
@@ -208,9 +191,7 @@ impl Vm for QemuVm {
             return VmStatus::Stopped { detail };
         }
         match &self.child {
-            Some(c) => VmStatus::Running {
-                pid: c.id().unwrap_or(0),
-            },
+            Some(c) => VmStatus::Running { pid: c.id().unwrap_or(0) },
             None => VmStatus::Created,
         }
     }

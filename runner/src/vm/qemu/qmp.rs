@@ -26,10 +26,7 @@ impl Qmp {
                 .await
                 .map_err(|e| VmError::Control(format!("connect {}: {e}", path.display())))?;
             let (r, w) = stream.into_split();
-            let mut qmp = Qmp {
-                reader: BufReader::new(r),
-                writer: w,
-            };
+            let mut qmp = Qmp { reader: BufReader::new(r), writer: w };
             let greeting = qmp.read_message().await?;
             if greeting.get("QMP").is_none() {
                 return Err(VmError::Control(format!("unexpected QMP greeting: {greeting}")));
@@ -37,9 +34,7 @@ impl Qmp {
             qmp.execute("qmp_capabilities", None).await?;
             Ok(qmp)
         };
-        tokio::time::timeout(timeout, work)
-            .await
-            .map_err(|_| VmError::Control("QMP did not answer in time".into()))?
+        tokio::time::timeout(timeout, work).await.map_err(|_| VmError::Control("QMP did not answer in time".into()))?
     }
 
     async fn read_message(&mut self) -> Result<Value, VmError> {

@@ -1,0 +1,118 @@
+//! Shared helpers of the runner's VM tests: real QEMU VMs booted from the artifacts of scripts/build-guest.sh and
+//! scripts/build-rootfs.sh (scripts/test.sh builds them first).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use boxyard_proto::agent::{ExecRequest, ShutdownRequest, exec_result::Outcome};
+use boxyard_runner::agent::{Agent, Collected, collect};
+use boxyard_runner::launch::{GuestImage, Launched, launch};
+use boxyard_runner::vm::VmSpec;
+use boxyard_runner::vm::qemu::QemuBackend;
+
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+pub fn guest_image() -> GuestImage {
+    let dir = std::env::var_os("BOXYARD_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("build/guest/current"));
+    let image = GuestImage::from_dir(&dir);
+    assert!(
+        image.kernel.exists() && image.initramfs.exists(),
+        "guest image missing in {}: run scripts/build-guest.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    image
+}
+
+pub fn rootfs() -> PathBuf {
+    let p = std::env::var_os("BOXYARD_ROOTFS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace().join("build/rootfs/busybox.ext4"));
+    assert!(p.exists(), "root image missing at {}: run scripts/build-rootfs.sh (scripts/test.sh does)", p.display());
+    p
+}
+
+/// A booted VM that is killed when dropped (even when a test fails half way).
+pub struct TestVm {
+    pub l: Option<Launched>,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestVm {
+    pub fn agent(&mut self) -> &mut Agent {
+        &mut self.l.as_mut().unwrap().agent
+    }
+
+    /// Powers off through the agent and waits for the VM to end.
+    pub async fn shutdown(mut self) {
+        let mut l = self.l.take().unwrap();
+        let _ = tokio::time::timeout(Duration::from_secs(5), l.agent.shutdown(ShutdownRequest {})).await;
+        let status = l.vm.wait(Duration::from_secs(20)).await;
+        assert!(matches!(status, boxyard_runner::vm::VmStatus::Stopped { .. }), "VM did not power off: {status:?}");
+    }
+}
+
+impl Drop for TestVm {
+    fn drop(&mut self) {
+        if self.l.is_some() {
+            if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("qemu.pid")) {
+                if let Ok(pid) = pid.trim().parse::<i32>() {
+                    // SAFETY: plain kill(2) of the test's own QEMU process.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+            }
+        }
+    }
+}
+
+pub fn spec(dir: &Path, id: &str, disk: Option<PathBuf>) -> VmSpec {
+    let image = guest_image();
+    VmSpec {
+        id: id.into(),
+        kernel: image.kernel,
+        initramfs: image.initramfs,
+        root_image: rootfs(),
+        writable_disk: disk,
+        vcpus: 1,
+        memory_mib: 512,
+        run_dir: dir.to_path_buf(),
+        extra_kernel_args: vec!["boxyard.debug".into()],
+    }
+}
+
+/// Boots a VM (with a fresh writable disk unless one is given).
+pub async fn boot(id: &str, disk: Option<PathBuf>) -> TestVm {
+    let dir = tempfile::Builder::new().prefix("boxyard-test-").tempdir().unwrap();
+    let disk = match disk {
+        Some(d) => d,
+        None => {
+            let d = dir.path().join("rw.ext4");
+            boxyard_runner::disk::create_ext4(&d, 256 << 20).await.unwrap();
+            d
+        }
+    };
+    let spec = spec(dir.path(), id, Some(disk));
+    let l = launch(&QemuBackend::detect(), spec, Duration::from_secs(120)).await.unwrap();
+    TestVm { l: Some(l), dir }
+}
+
+pub fn req(argv: &[&str]) -> ExecRequest {
+    ExecRequest { argv: argv.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+}
+
+pub async fn run(a: &mut Agent, r: ExecRequest) -> Collected {
+    let id = a.exec(r).await.unwrap().into_inner().exec_id;
+    collect(a, &id).await.unwrap()
+}
+
+pub fn code(c: &Collected) -> Option<i32> {
+    match c.result.as_ref()?.outcome {
+        Some(Outcome::ExitCode(n)) => Some(n),
+        _ => None,
+    }
+}
