@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every Boxyard test on this machine: installs what is missing, builds the workspace, the guest image and the
+# root filesystem, then runs the whole suite with cargo-nextest (real QEMU VMs included; TCG where the host has no
+# hardware virtualization). Usage: scripts/test.sh [extra nextest arguments]
+set -euo pipefail
+cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.."
+
+step() { echo "==> $*" >&2; }
+
+step "system packages"
+bash scripts/setup.sh
+
+step "build (workspace, tests)"
+cargo build --workspace --all-targets --locked
+
+step "guest image"
+bash scripts/build-guest.sh >/dev/null
+step "root filesystem"
+bash scripts/build-rootfs.sh >/dev/null
+
+step "tests"
+if cargo nextest --version >/dev/null 2>&1; then
+  cargo nextest run --workspace --locked --no-fail-fast "$@"
+else
+  echo "cargo-nextest not found; using cargo test" >&2
+  cargo test --workspace --locked --no-fail-fast "$@"
+fi
