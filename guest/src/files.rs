@@ -60,7 +60,10 @@ pub fn upload_dest(dest: &str) -> Result<PathBuf, FileError> {
 }
 
 /// Unpacks the tar stream fed into the returned sender into `dest`. Returns (bytes, entries).
-pub fn start_unpack(dest: PathBuf) -> (mpsc::Sender<Vec<u8>>, tokio::task::JoinHandle<Result<(u64, u64), FileError>>) {
+/// The result of an unpack: (bytes read, entries unpacked).
+pub type UnpackTask = tokio::task::JoinHandle<Result<(u64, u64), FileError>>;
+
+pub fn start_unpack(dest: PathBuf) -> (mpsc::Sender<Vec<u8>>, UnpackTask) {
     let (tx, rx) = mpsc::channel(16);
     let handle = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dest)?;

@@ -24,18 +24,6 @@ fn cpu_has_virt_flags(cpuinfo: &str) -> bool {
     cpuinfo.lines().filter(|l| l.starts_with("flags")).any(|l| l.split_whitespace().any(|f| f == "vmx" || f == "svm"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reads_flags() {
-        assert!(cpu_has_virt_flags("processor: 0\nflags\t\t: fpu vme vmx sse\n"));
-        assert!(cpu_has_virt_flags("flags : fpu svm\n"));
-        assert!(!cpu_has_virt_flags("flags : fpu sse hypervisor\nvmx flags : ept\n"));
-    }
-}
-
 /// The host's TSC frequency in kHz, measured against the monotonic clock over 20 ms (None off x86-64).
 ///
 /// Under TCG the guest's TSC runs at the host's rate, and a microvm guest has no HPET or PM timer to calibrate it
@@ -70,4 +58,16 @@ fn measure_tsc_khz() -> Option<u64> {
 #[cfg(not(target_arch = "x86_64"))]
 fn measure_tsc_khz() -> Option<u64> {
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_flags() {
+        assert!(cpu_has_virt_flags("processor: 0\nflags\t\t: fpu vme vmx sse\n"));
+        assert!(cpu_has_virt_flags("flags : fpu svm\n"));
+        assert!(!cpu_has_virt_flags("flags : fpu sse hypervisor\nvmx flags : ept\n"));
+    }
 }

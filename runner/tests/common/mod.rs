@@ -59,13 +59,12 @@ impl TestVm {
 
 impl Drop for TestVm {
     fn drop(&mut self) {
-        if self.l.is_some() {
-            if let Ok(pid) = std::fs::read_to_string(self.dir.path().join("qemu.pid")) {
-                if let Ok(pid) = pid.trim().parse::<i32>() {
-                    // SAFETY: plain kill(2) of the test's own QEMU process.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
+        if self.l.is_some()
+            && let Ok(pid) = std::fs::read_to_string(self.dir.path().join("qemu.pid"))
+            && let Ok(pid) = pid.trim().parse::<i32>()
+        {
+            // SAFETY: plain kill(2) of the test's own QEMU process.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 }

@@ -176,12 +176,12 @@ impl Vm for QemuVm {
     }
 
     async fn wait(&mut self, timeout: Duration) -> VmStatus {
-        if let Some(child) = self.child.as_mut() {
-            if let Ok(Ok(status)) = tokio::time::timeout(timeout, child.wait()).await {
-                self.ended = Some(status.to_string());
-                self.child = None;
-                self.cleanup();
-            }
+        if let Some(child) = self.child.as_mut()
+            && let Ok(Ok(status)) = tokio::time::timeout(timeout, child.wait()).await
+        {
+            self.ended = Some(status.to_string());
+            self.child = None;
+            self.cleanup();
         }
         self.status().await
     }
