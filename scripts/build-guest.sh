@@ -48,7 +48,8 @@ compress="${BOXYARD_INITRAMFS_COMPRESS:-none}"
 case "$compress" in none|gzip) ;; *) die "BOXYARD_INITRAMFS_COMPRESS must be none or gzip, not '$compress'" ;; esac
 
 # Modules the agent needs; dependencies are added from modules.dep.
-wanted_modules=(virtio_pci virtio_mmio virtio_blk virtio_console overlay)
+# button + evdev: the ACPI power button (QMP system_powerdown) reaches the agent as KEY_POWER for a graceful stop.
+wanted_modules=(virtio_pci virtio_mmio virtio_blk virtio_console overlay button evdev)
 meta_pkg=linux-image-cloud-amd64
 
 for tool in apt-cache apt-get dpkg-deb depmod cpio sha256sum; do

@@ -118,6 +118,9 @@ fn run_vm(started: Instant, ring: Option<usize>) -> ! {
         match init::boot() {
             Ok(opts) => {
                 DEBUG.store(opts.debug, std::sync::atomic::Ordering::Relaxed);
+                if init::power_button::watch(|| init::power_off()) == 0 {
+                    debug!("no ACPI power button: the VM powers off only through the agent");
+                }
                 let k = boot::uptime_ms().saturating_sub(started.elapsed().as_millis() as u64);
                 let ring = ring.or(opts.ring_bytes);
                 let boot = Arc::new(BootInfo::new(started, k, started.elapsed().as_millis() as u64));

@@ -135,7 +135,14 @@ async fn root_filesystem_writes_persist_per_box() {
     let mut vm = boot("persist-1", Some(disk.clone())).await;
     let c = run(vm.agent(), req(&["sh", "-c", "echo kept > /etc/marker && echo more > /root/notes"])).await;
     assert_eq!(code(&c), Some(0), "{}", c.stderr_str());
-    vm.shutdown().await;
+    // A graceful stop through the platform (ACPI power button): the guest syncs and powers off by itself.
+    let mut l = vm.l.take().unwrap();
+    let status = l.vm.stop(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(
+        status,
+        boxyard_runner::vm::VmStatus::Stopped { detail: "exit status: 0".into() },
+        "not a clean power-off"
+    );
 
     let mut vm = boot("persist-2", Some(disk.clone())).await;
     let c = run(vm.agent(), req(&["cat", "/etc/marker", "/root/notes"])).await;

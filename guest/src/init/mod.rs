@@ -2,10 +2,12 @@
 //!
 //! Sequence: mount /dev, /proc, /sys → console on stdio → load the kernel modules listed in the initramfs → find the
 //! root disk (read-only ext4) and the writable disk by their virtio serials → overlay them → move into the overlay
-//! (switch root) → mount devpts, shm, run → hostname, loopback.
+//! (switch root) → mount devpts, shm, run → hostname, loopback. Afterwards the ACPI power button powers the box
+//! off gracefully ([`power_button`]).
 
 mod modules;
 mod mounts;
+pub mod power_button;
 
 use std::path::Path;
 
