@@ -37,3 +37,27 @@ fn vm_run_reports_bad_input_clearly() {
     let help = runner().args(["vm", "run", "--help"]).output().unwrap();
     assert!(String::from_utf8_lossy(&help.stdout).contains("Exit status"));
 }
+
+/// `-i` forwards stdin (with EOF); afterwards nothing is left behind: no run directory, no QEMU process.
+#[test]
+fn vm_run_forwards_stdin_and_cleans_up() {
+    common::guest_image();
+    common::rootfs();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = runner()
+        .env("TMPDIR", tmp.path())
+        .args(["vm", "run", "-i", "--", "sh", "-c", "tr a-z A-Z; echo done"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"piped through a vm\n").unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "PIPED THROUGH A VM\ndone\n");
+    assert_eq!(out.status.code(), Some(0));
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().flatten().map(|e| e.path()).collect();
+    assert!(left.is_empty(), "vm run left files behind: {left:?}");
+    let procs = Command::new("pgrep").arg("-f").arg(tmp.path()).output().unwrap();
+    assert!(procs.stdout.is_empty(), "a QEMU process outlived vm run: {}", String::from_utf8_lossy(&procs.stdout));
+}
