@@ -44,6 +44,13 @@ async fn commands_run_in_a_vm() {
     r.working_dir = "/tmp".into();
     assert_eq!(run(a, r).await.stdout_str(), "bar baz\n/tmp\nboxyard\n");
 
+    // PID 1 reaps orphans: a background process whose parent exited must not stay a zombie.
+    let c = run(a, req(&["sh", "-c", "(sleep 0.2 &); exit 0"])).await;
+    assert_eq!(code(&c), Some(0));
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let c = run(a, req(&["sh", "-c", "cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == \"Z\"' | wc -l"])).await;
+    assert_eq!(c.stdout_str().trim(), "0", "zombies in the box: {}", c.stderr_str());
+
     // users from the box's /etc/passwd.
     let mut r = req(&["id", "-u"]);
     r.user = "box".into();

@@ -20,8 +20,13 @@ pub use output::{Collected, OutputEvent, OutputFollower, collect};
 /// A gRPC client of one guest agent.
 pub type Agent = AgentClient<Channel>;
 
-/// How long one handshake attempt waits for the agent's READY.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long the first handshake attempt waits for the agent's READY; later attempts double it up to the maximum.
+///
+/// A HELLO can be lost when it reaches the agent while an old session of it is still ending (the old session reads it
+/// as HTTP/2 and fails); then only a new attempt helps, so the first wait is short. A booting VM holds the HELLO until
+/// its agent opens the port, which the doubling waits out.
+const HANDSHAKE_FIRST_TIMEOUT: Duration = Duration::from_millis(500);
+const HANDSHAKE_MAX_TIMEOUT: Duration = Duration::from_secs(4);
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
@@ -34,13 +39,17 @@ pub enum ConnectError {
 /// Opens a unix socket and completes the session handshake, retrying until `deadline`.
 async fn open_session(path: &Path, deadline: tokio::time::Instant) -> Result<UnixStream, String> {
     let mut last;
+    let mut attempt_timeout = HANDSHAKE_FIRST_TIMEOUT;
     loop {
         match UnixStream::connect(path).await {
             Ok(mut s) => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-                match client_handshake(&mut s, HANDSHAKE_TIMEOUT.min(left.max(Duration::from_millis(10)))).await {
+                match client_handshake(&mut s, attempt_timeout.min(left.max(Duration::from_millis(10)))).await {
                     Ok(_) => return Ok(s),
-                    Err(e @ HandshakeError::Timeout(_)) => last = e.to_string(),
+                    Err(e @ HandshakeError::Timeout(_)) => {
+                        last = e.to_string();
+                        attempt_timeout = (attempt_timeout * 2).min(HANDSHAKE_MAX_TIMEOUT);
+                    }
                     Err(e) => last = e.to_string(),
                 }
             }
