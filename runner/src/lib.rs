@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod disk;
+pub mod execlog;
 pub mod hostcaps;
 pub mod launch;
 pub mod vm;

@@ -1,0 +1,343 @@
+//! The execution output log: one durable, append-only log per execution on the runner's disk.
+//!
+//! Every output byte of an execution has a cursor (its position in the execution's combined output). The log stores
+//! stdout and stderr records interleaved in arrival order, in segment files named by the cursor of their first byte
+//! (`<dir>/<cursor:020>.seg`, see [`record`] for the record format).
+//!
+//! - **Idempotent appends by cursor**: appending bytes the log already has is a no-op, so a pump that restarts from
+//!   the log's end (after a runner restart) never duplicates. A cursor beyond the end is refused.
+//! - **Durability**: [`ExecLog::sync`] flushes to disk; callers acknowledge output to the guest only after it.
+//! - **Torn tails**: on open, the newest segment is scanned and cut at its first incomplete or corrupt record.
+//! - **Retention**: when the retained bytes exceed the cap, whole oldest segments are deleted; a reader asking for a
+//!   cursor before the oldest retained one gets an explicit [`Item::Gap`] first.
+//! - **Readers** ([`LogReader`]) are independent of the writer and of each other, each with its own file handle
+//!   and a bounded read size.
+//!
+//! The API is blocking file I/O: call it from a blocking thread (`spawn_blocking`), not from async tasks.
+
+pub mod record;
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use record::HEADER;
+use tokio::sync::watch;
+
+/// Limits of one execution's log.
+#[derive(Clone, Copy, Debug)]
+pub struct LogConfig {
+    /// A new segment starts once the active one holds this many bytes of records.
+    pub segment_bytes: u64,
+    /// Output bytes retained; older segments are deleted (default 64 MiB).
+    pub retention_bytes: u64,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig { segment_bytes: 8 << 20, retention_bytes: 64 << 20 }
+    }
+}
+
+/// What the log holds, published to tailing readers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Position {
+    /// Oldest retained cursor.
+    pub start: u64,
+    /// Cursor after the last stored byte.
+    pub end: u64,
+}
+
+/// One item read from the log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Item {
+    /// Output in `[from, to)` was dropped by retention.
+    Gap { from: u64, to: u64 },
+    /// Bytes of stream 1 (stdout) or 2 (stderr) at `cursor`.
+    Data { stream: u8, cursor: u64, data: Vec<u8> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    #[error("append at cursor {cursor} would leave a hole: the log ends at {end}")]
+    Hole { cursor: u64, end: u64 },
+    #[error("cursor {cursor} is beyond the end of the log ({end})")]
+    Beyond { cursor: u64, end: u64 },
+    #[error("execution log I/O error in {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+struct Segment {
+    start: u64,
+    /// Cursor after its last byte.
+    end: u64,
+    path: PathBuf,
+}
+
+struct State {
+    segments: Vec<Segment>,
+    active: Option<File>,
+    active_bytes: u64,
+}
+
+/// The log of one execution.
+pub struct ExecLog {
+    dir: PathBuf,
+    config: LogConfig,
+    state: Mutex<State>,
+    tx: watch::Sender<Position>,
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> LogError + '_ {
+    move |source| LogError::Io { path: path.to_path_buf(), source }
+}
+
+fn segment_path(dir: &Path, start: u64) -> PathBuf {
+    dir.join(format!("{start:020}.seg"))
+}
+
+/// Scans a segment; returns (end cursor, byte length of its valid prefix).
+fn scan(path: &Path, start: u64) -> std::io::Result<(u64, u64)> {
+    let mut f = std::io::BufReader::new(File::open(path)?);
+    let (mut cursor, mut valid) = (start, 0u64);
+    let mut hb = [0u8; HEADER];
+    let mut data = Vec::new();
+    loop {
+        if f.read_exact(&mut hb).is_err() {
+            break;
+        }
+        let Some(h) = record::decode_header(&hb) else { break };
+        data.resize(h.len as usize, 0);
+        if f.read_exact(&mut data).is_err() || h.cursor != cursor || !record::verify(&hb, &h, &data) {
+            break;
+        }
+        cursor += h.len as u64;
+        valid += (HEADER + data.len()) as u64;
+    }
+    Ok((cursor, valid))
+}
+
+impl ExecLog {
+    /// Opens (creating if needed) the log in `dir`, cutting a torn tail left by a crash.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Self, LogError> {
+        std::fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut starts: Vec<u64> = std::fs::read_dir(dir)
+            .map_err(io_err(dir))?
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.strip_suffix(".seg")?.parse().ok())
+            .collect();
+        starts.sort_unstable();
+        let mut segments = Vec::new();
+        for (i, &start) in starts.iter().enumerate() {
+            let path = segment_path(dir, start);
+            let (end, valid) = scan(&path, start).map_err(io_err(&path))?;
+            let last = i + 1 == starts.len();
+            if last {
+                // Cut the torn tail of the newest segment.
+                let f = OpenOptions::new().write(true).open(&path).map_err(io_err(&path))?;
+                if f.metadata().map_err(io_err(&path))?.len() != valid {
+                    f.set_len(valid).map_err(io_err(&path))?;
+                    f.sync_data().map_err(io_err(&path))?;
+                }
+            }
+            segments.push(Segment { start, end, path });
+        }
+        let pos =
+            Position { start: segments.first().map_or(0, |s| s.start), end: segments.last().map_or(0, |s| s.end) };
+        let (tx, _) = watch::channel(pos);
+        Ok(ExecLog {
+            dir: dir.to_path_buf(),
+            config,
+            state: Mutex::new(State { segments, active: None, active_bytes: 0 }),
+            tx,
+        })
+    }
+
+    pub fn position(&self) -> Position {
+        *self.tx.borrow()
+    }
+
+    /// Subscribes to position changes (to tail the log).
+    pub fn subscribe(&self) -> watch::Receiver<Position> {
+        self.tx.subscribe()
+    }
+
+    /// Appends `data` that starts at `cursor`. Bytes the log already holds are skipped; a cursor beyond the end is
+    /// refused. Not durable until [`sync`](Self::sync).
+    pub fn append(&self, stream: u8, cursor: u64, data: &[u8]) -> Result<(), LogError> {
+        let mut st = self.state.lock().unwrap();
+        let end = st.segments.last().map_or(0, |s| s.end);
+        if cursor > end {
+            return Err(LogError::Hole { cursor, end });
+        }
+        let skip = (end - cursor) as usize;
+        if skip >= data.len() {
+            return Ok(());
+        }
+        let mut rest = &data[skip..];
+        let mut cursor = end;
+        while !rest.is_empty() {
+            if st.active.is_none() || st.active_bytes >= self.config.segment_bytes {
+                self.roll(&mut st, cursor)?;
+            }
+            let n = rest.len().min(record::MAX_DATA);
+            let mut buf = Vec::with_capacity(HEADER + n);
+            record::encode(stream, cursor, &rest[..n], &mut buf);
+            let seg = st.segments.last_mut().expect("roll made a segment");
+            let path = seg.path.clone();
+            seg.end += n as u64;
+            st.active.as_mut().unwrap().write_all(&buf).map_err(io_err(&path))?;
+            st.active_bytes += buf.len() as u64;
+            cursor += n as u64;
+            rest = &rest[n..];
+        }
+        self.enforce_retention(&mut st);
+        let pos = Position { start: st.segments.first().map_or(0, |s| s.start), end: cursor };
+        self.tx.send_replace(pos);
+        Ok(())
+    }
+
+    /// Starts a new segment at `cursor` (or reopens the newest one for appending after a restart).
+    fn roll(&self, st: &mut State, cursor: u64) -> Result<(), LogError> {
+        if st.active.is_none()
+            && let Some(last) = st.segments.last()
+        {
+            let len = std::fs::metadata(&last.path).map_err(io_err(&last.path))?.len();
+            if len < self.config.segment_bytes {
+                let f = OpenOptions::new().append(true).open(&last.path).map_err(io_err(&last.path))?;
+                st.active = Some(f);
+                st.active_bytes = len;
+                return Ok(());
+            }
+        }
+        if let Some(f) = st.active.take() {
+            let _ = f.sync_data();
+        }
+        let path = segment_path(&self.dir, cursor);
+        let f = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        st.segments.push(Segment { start: cursor, end: cursor, path });
+        st.active = Some(f);
+        st.active_bytes = 0;
+        Ok(())
+    }
+
+    fn enforce_retention(&self, st: &mut State) {
+        let end = st.segments.last().map_or(0, |s| s.end);
+        while st.segments.len() > 1 && end - st.segments[1].start >= self.config.retention_bytes {
+            let old = st.segments.remove(0);
+            let _ = std::fs::remove_file(&old.path);
+        }
+    }
+
+    /// Makes everything appended so far durable.
+    pub fn sync(&self) -> Result<(), LogError> {
+        let st = self.state.lock().unwrap();
+        if let (Some(f), Some(seg)) = (&st.active, st.segments.last()) {
+            f.sync_data().map_err(io_err(&seg.path))?;
+        }
+        Ok(())
+    }
+
+    /// A reader positioned at `cursor`.
+    pub fn reader(&self, cursor: u64) -> LogReader<'_> {
+        LogReader { log: self, cursor, file: None }
+    }
+
+    fn locate(&self, cursor: u64) -> Result<Option<(u64, u64, PathBuf)>, LogError> {
+        let st = self.state.lock().unwrap();
+        let end = st.segments.last().map_or(0, |s| s.end);
+        if cursor > end {
+            return Err(LogError::Beyond { cursor, end });
+        }
+        Ok(st.segments.iter().find(|s| s.start <= cursor && cursor < s.end).map(|s| (s.start, s.end, s.path.clone())))
+    }
+}
+
+/// Reads a log from a cursor at its own pace, with its own file handle.
+pub struct LogReader<'a> {
+    log: &'a ExecLog,
+    /// The next cursor to read.
+    pub cursor: u64,
+    /// The open segment: its start cursor, the file, and the byte offset of the next record in it.
+    file: Option<(u64, std::io::BufReader<File>, u64)>,
+}
+
+/// Reads one whole record; None at the end of what is written so far.
+fn read_record(f: &mut std::io::BufReader<File>, path: &Path) -> Result<Option<(record::Header, Vec<u8>)>, LogError> {
+    let mut hb = [0u8; HEADER];
+    if f.read_exact(&mut hb).is_err() {
+        return Ok(None);
+    }
+    let corrupt = || LogError::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::new(std::io::ErrorKind::InvalidData, "corrupt record in the execution log"),
+    };
+    let h = record::decode_header(&hb).ok_or_else(corrupt)?;
+    let mut data = vec![0u8; h.len as usize];
+    if f.read_exact(&mut data).is_err() {
+        return Ok(None);
+    }
+    if !record::verify(&hb, &h, &data) {
+        return Err(corrupt());
+    }
+    Ok(Some((h, data)))
+}
+
+impl LogReader<'_> {
+    /// Reads up to about `max` bytes from the current cursor (a record is never split across calls beyond what it
+    /// holds). Empty when the reader is at the end of the log.
+    pub fn read(&mut self, max: usize) -> Result<Vec<Item>, LogError> {
+        let end = self.log.position().end;
+        if self.cursor > end {
+            return Err(LogError::Beyond { cursor: self.cursor, end });
+        }
+        let mut items = Vec::new();
+        let mut budget = max.max(1);
+        while budget > 0 {
+            let pos = self.log.position();
+            if self.cursor < pos.start {
+                items.push(Item::Gap { from: self.cursor, to: pos.start });
+                self.cursor = pos.start;
+                self.file = None;
+            }
+            if self.cursor >= pos.end {
+                break;
+            }
+            if self.file.is_none() {
+                let Some((start, _, path)) = self.log.locate(self.cursor)? else { continue };
+                let f = File::open(&path).map_err(io_err(&path))?;
+                self.file = Some((start, std::io::BufReader::with_capacity(256 * 1024, f), 0));
+            }
+            let (seg_start, f, offset) = self.file.as_mut().unwrap();
+            let path = segment_path(&self.log.dir, *seg_start);
+            match read_record(f, &path)? {
+                Some((h, mut data)) => {
+                    *offset += (HEADER + data.len()) as u64;
+                    let rec_end = h.cursor + h.len as u64;
+                    if rec_end <= self.cursor {
+                        continue;
+                    }
+                    let data = data.split_off((self.cursor - h.cursor) as usize);
+                    budget = budget.saturating_sub(data.len());
+                    self.cursor = rec_end;
+                    items.push(Item::Data { stream: h.stream, cursor: rec_end - data.len() as u64, data });
+                }
+                None => {
+                    // The end of what this segment holds now: rewind to the record boundary, then either move to
+                    // the next segment or wait for the writer.
+                    let (start, off) = (*seg_start, *offset);
+                    f.seek(SeekFrom::Start(off)).map_err(io_err(&path))?;
+                    match self.log.locate(self.cursor)? {
+                        Some((next, _, _)) if next != start => self.file = None,
+                        _ => break,
+                    }
+                }
+            }
+        }
+        Ok(items)
+    }
+}
+
+#[cfg(test)]
+mod tests;
