@@ -113,43 +113,36 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 fn run_vm(started: Instant, ring: Option<usize>) -> ! {
-    let kernel_boot_ms = {
-        // /proc is not mounted yet: boot() mounts it; read the uptime right after.
-        match init::boot() {
-            Ok(opts) => {
-                DEBUG.store(opts.debug, std::sync::atomic::Ordering::Relaxed);
-                if init::power_button::watch(|| init::power_off()) == 0 {
-                    debug!("no ACPI power button: the VM powers off only through the agent");
-                }
-                let k = boot::uptime_ms().saturating_sub(started.elapsed().as_millis() as u64);
-                let ring = ring.or(opts.ring_bytes);
-                let boot = Arc::new(BootInfo::new(started, k, started.elapsed().as_millis() as u64));
-                let rt = runtime();
-                let result = rt.block_on(async move {
-                    let reaper = Reaper::start()?;
-                    let config = ExecConfig {
-                        ring_bytes: ring.unwrap_or(ExecConfig::default().ring_bytes),
-                        ..Default::default()
-                    };
-                    let table = Arc::new(ExecTable::new(reaper, config));
-                    let hook: ShutdownHook = Arc::new(|| init::power_off());
-                    let device = wait_for_port()?;
-                    let sessions = transport::port::sessions(&device)?;
-                    let svc = AgentService { table, boot: boot.clone(), shutdown: hook };
-                    transport::serve(sessions, svc, boot).await.map_err(std::io::Error::other)
-                });
-                if let Err(e) = result {
-                    eprintln!("boxyard-guest: agent stopped: {e}");
-                }
-                k
+    // /proc is not mounted yet: boot() mounts it; the kernel's uptime is read right after.
+    match init::boot() {
+        Ok(opts) => {
+            DEBUG.store(opts.debug, std::sync::atomic::Ordering::Relaxed);
+            if init::power_button::watch(|| init::power_off()) == 0 {
+                debug!("no ACPI power button: the VM powers off only through the agent");
             }
-            Err(e) => {
-                eprintln!("boxyard-guest: boot failed: {e}");
-                0
+            let k = boot::uptime_ms().saturating_sub(started.elapsed().as_millis() as u64);
+            let ring = ring.or(opts.ring_bytes);
+            let boot = Arc::new(BootInfo::new(started, k, started.elapsed().as_millis() as u64));
+            let rt = runtime();
+            let result = rt.block_on(async move {
+                let reaper = Reaper::start()?;
+                let config =
+                    ExecConfig { ring_bytes: ring.unwrap_or(ExecConfig::default().ring_bytes), ..Default::default() };
+                let table = Arc::new(ExecTable::new(reaper, config));
+                let hook: ShutdownHook = Arc::new(|| init::power_off());
+                let device = wait_for_port()?;
+                let sessions = transport::port::sessions(&device)?;
+                let svc = AgentService { table, boot: boot.clone(), shutdown: hook };
+                transport::serve(sessions, svc, boot).await.map_err(std::io::Error::other)
+            });
+            if let Err(e) = result {
+                eprintln!("boxyard-guest: agent stopped: {e}");
             }
         }
-    };
-    let _ = kernel_boot_ms;
+        Err(e) => {
+            eprintln!("boxyard-guest: boot failed: {e}");
+        }
+    }
     init::power_off()
 }
 

@@ -11,7 +11,7 @@ use boxyard_proto::agent::{
 };
 use boxyard_runner::agent::{Agent, OutputEvent, OutputFollower};
 use boxyard_runner::launch::launch;
-use boxyard_runner::vm::VmSpec;
+use boxyard_runner::vm::{VmBackend, VmSpec};
 use clap::Args;
 use tokio::io::AsyncReadExt;
 
@@ -176,7 +176,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         }
     };
     if args.verbose {
-        eprintln!("boxyard-runner: {} VM ready in {:.2} s", backend_name(&backend), launched.boot_time.as_secs_f64());
+        eprintln!("boxyard-runner: {} VM ready in {:.2} s", backend.name(), launched.boot_time.as_secs_f64());
     }
     let outcome = run_command(&mut launched.agent, &args).await;
     // Power off through the agent (it syncs the writable disk), then make sure the VM is gone.
@@ -187,11 +187,6 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         eprintln!("boxyard-runner: run directory kept at {}", kept.display());
     }
     outcome
-}
-
-fn backend_name(b: &boxyard_runner::vm::qemu::QemuBackend) -> String {
-    use boxyard_runner::vm::VmBackend;
-    b.name()
 }
 
 async fn run_command(agent: &mut Agent, args: &RunArgs) -> anyhow::Result<u8> {
