@@ -287,3 +287,17 @@ async fn full_ring_back_pressures_the_process() {
     assert!(c.stdout.iter().all(|&b| b == b'x'));
     assert!(marker.exists());
 }
+
+/// stdout and stderr filling a small ring at the same time: both pumps may take the last free space at once, so
+/// the ring overshoots its bound; that must neither kill a pump (the process would get SIGPIPE) nor lose output.
+#[tokio::test]
+async fn two_streams_filling_the_ring_at_once_lose_nothing() {
+    let la = LocalAgent::start(&["--ring-bytes", "65536"]);
+    let mut a = la.connect().await;
+    let c =
+        run(&mut a, req(&["sh", "-c", "seq 1 300000 & p=$!; seq 1 300000 >&2; e=$?; wait $p; exit $((e + $?))"])).await;
+    let expected: String = (1..=300000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(code(&c), Some(0), "a writer died: {:?}", c.result);
+    assert!(c.stdout == expected.as_bytes(), "stdout incomplete: {} bytes", c.stdout.len());
+    assert!(c.stderr == expected.as_bytes(), "stderr incomplete: {} bytes", c.stderr.len());
+}

@@ -72,7 +72,9 @@ impl OutputRing {
         loop {
             let free = {
                 let pos = *rx.borrow_and_update();
-                self.capacity - (pos.end - pos.retained_from) as usize
+                // Two pumps (stdout, stderr) may both fill the last free space, so the ring can hold more than its
+                // capacity for a moment: saturate instead of underflowing.
+                self.capacity.saturating_sub((pos.end - pos.retained_from) as usize)
             };
             if free > 0 {
                 return free;
