@@ -9,6 +9,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     println!("cargo:rerun-if-env-changed=PROTOC");
     println!("cargo:rerun-if-changed=proto");
-    tonic_prost_build::configure().compile_protos(&["proto/boxyard/agent/v1/agent.proto"], &["proto"])?;
+    tonic_prost_build::configure()
+        .compile_protos(&["proto/boxyard/agent/v1/agent.proto", "proto/boxyard/runner/v1/runner.proto"], &["proto"])?;
     Ok(())
 }

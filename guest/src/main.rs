@@ -27,7 +27,8 @@ USAGE:
     boxyard-guest                      run as PID 1 of a box VM (boots the box, serves on the
                                        virtio-serial port \"boxyard.agent\")
     boxyard-guest --listen-unix PATH   LOCAL TEST MODE: serve on a unix socket and run commands on
-                                       this host without any isolation (tests and development only)
+                                       this host without any isolation (tests and development only);
+                                       SIGTERM or Shutdown kills every execution, then the agent exits
 
 OPTIONS:
     --ring-bytes N    unacknowledged output kept per execution before the process is
@@ -169,7 +170,22 @@ fn run_local(started: Instant, path: PathBuf, ring: Option<usize>) {
         let reaper = Reaper::start()?;
         let config = ExecConfig { ring_bytes: ring.unwrap_or(ExecConfig::default().ring_bytes), ..Default::default() };
         let table = Arc::new(ExecTable::new(reaper, config));
-        let hook: ShutdownHook = Arc::new(|| std::process::exit(0));
+        // Executions run in their own sessions on this host: ending the agent must end them too.
+        let kill_all = {
+            let table = table.clone();
+            move || {
+                for exec in table.list() {
+                    let _ = exec.signal("KILL");
+                }
+                std::process::exit(0)
+            }
+        };
+        let hook: ShutdownHook = Arc::new(kill_all.clone());
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::spawn(async move {
+            term.recv().await;
+            kill_all();
+        });
         let sessions = transport::unix::sessions(&path)?;
         eprintln!("boxyard-guest: LOCAL TEST MODE (no isolation) serving on {}", path.display());
         let svc = AgentService { table, boot: boot.clone(), shutdown: hook };

@@ -1,13 +1,25 @@
-//! The Boxyard runner: boots box VMs and runs executions in them.
+//! The Boxyard runner: boots box VMs and runs executions in them, keeping every output byte durable.
 //!
-//! - [`vm`]: the VM backend seam (one trait) and its backends (QEMU now; our own KVM VMM later).
+//! - [`service`]: the runner's gRPC API (TLS), a thin layer over [`boxes`].
+//! - [`boxes`]: box lifecycle, executions, recovery after a runner restart.
+//! - [`executions`]: one execution: its output pump (guest → log), attach readers, result.
+//! - [`execlog`]: the durable, cursor-addressed execution output log.
+//! - [`vm`]: the VM backend seam (one trait) and its backends (QEMU; `local` for tests; our own KVM VMM later).
 //! - [`agent`]: the host side of the guest agent channel (session handshake, gRPC client, resumable output).
-//! - [`hostcaps`]: what this host can do (hardware virtualization).
-//! - [`disk`]: per-box writable disks.
+//! - [`launch`]: boot a VM and connect to its agent, with one deadline.
+//! - [`hostcaps`]: what this host can do (hardware virtualization). [`disk`]: per-box writable disks.
+//! - [`config`], [`error`], [`store`] (atomic state files), [`client`] (a TLS client of the runner API).
 
 pub mod agent;
+pub mod boxes;
+pub mod client;
+pub mod config;
 pub mod disk;
+pub mod error;
 pub mod execlog;
+pub mod executions;
 pub mod hostcaps;
 pub mod launch;
+pub mod service;
+pub mod store;
 pub mod vm;

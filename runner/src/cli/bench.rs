@@ -33,8 +33,8 @@ fn median(v: &mut [f64]) -> f64 {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let backend = args.vm.backend();
-    let image = args.vm.image();
+    let backend = args.vm.guest.backend();
+    let image = args.vm.guest.image();
     println!(
         "backend {} machine {:?}, {} vCPU, {} MiB, {} boots, {} execs",
         backend.name(),
@@ -61,14 +61,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             id: format!("bench-{i}"),
             kernel: image.kernel.clone(),
             initramfs: image.initramfs.clone(),
-            root_image: args.vm.rootfs.clone(),
+            root_image: args.vm.guest.rootfs.clone(),
             writable_disk: disk,
             vcpus: args.vm.cpus,
             memory_mib: args.vm.memory,
             run_dir: dir.path().to_path_buf(),
-            extra_kernel_args: args.vm.kernel_args.clone(),
+            extra_kernel_args: args.vm.guest.kernel_args.clone(),
         };
-        let mut l = launch(&backend, spec, Duration::from_secs(args.vm.boot_timeout)).await?;
+        let mut l = launch(&backend, spec, Duration::from_secs(args.vm.guest.boot_timeout)).await?;
         let ping = l.agent.ping(PingRequest {}).await.context("ping")?.into_inner();
         boot_ms.push(l.boot_time.as_secs_f64() * 1000.0);
         kernel_ms.push(ping.kernel_boot_ms as f64);

@@ -1,6 +1,8 @@
 //! Command-line interface of `boxyard-runner`.
 
 mod bench;
+mod serve;
+mod units;
 mod vm_run;
 
 use std::path::PathBuf;
@@ -26,6 +28,9 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
+    /// Run the runner agent: serve the runner API (gRPC over TLS), keep boxes and their executions' output logs in
+    /// the state directory, re-adopt boxes that outlived an earlier runner process.
+    Serve(serve::ServeArgs),
     /// Drive a single VM by hand (development and diagnostics).
     #[command(subcommand)]
     Vm(VmCommand),
@@ -56,9 +61,22 @@ pub enum MachineArg {
     Q35,
 }
 
-/// Options shared by every command that boots VMs.
+/// Options of commands that boot one VM by hand: the guest options and the VM's size.
 #[derive(Args, Debug, Clone)]
 pub struct VmOptions {
+    #[command(flatten)]
+    pub guest: GuestOptions,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    pub cpus: u32,
+    /// Memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    pub memory: u32,
+}
+
+/// Options shared by every command that boots VMs: guest artifacts and the QEMU backend.
+#[derive(Args, Debug, Clone)]
+pub struct GuestOptions {
     /// Directory with the guest kernel and initramfs (scripts/build-guest.sh output).
     #[arg(long, env = "BOXYARD_GUEST_DIR", default_value = "build/guest/current")]
     pub guest_dir: PathBuf,
@@ -71,12 +89,6 @@ pub struct VmOptions {
     /// Read-only ext4 root filesystem image (scripts/build-rootfs.sh output).
     #[arg(long, env = "BOXYARD_ROOTFS", default_value = "build/rootfs/busybox.ext4")]
     pub rootfs: PathBuf,
-    /// Number of vCPUs.
-    #[arg(long, default_value_t = 1)]
-    pub cpus: u32,
-    /// Memory in MiB.
-    #[arg(long, default_value_t = 512)]
-    pub memory: u32,
     /// CPU acceleration.
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelArg,
@@ -94,7 +106,7 @@ pub struct VmOptions {
     pub kernel_args: Vec<String>,
 }
 
-impl VmOptions {
+impl GuestOptions {
     pub fn backend(&self) -> QemuBackend {
         let detected = QemuBackend::detect();
         QemuBackend {
@@ -123,6 +135,7 @@ impl VmOptions {
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
+        Command::Serve(args) => serve::run(args).await,
         Command::Vm(VmCommand::Run(args)) => vm_run::run(args).await,
         Command::Vm(VmCommand::Bench(args)) => bench::run(args).await.map(|_| 0),
     }

@@ -138,8 +138,8 @@ pub fn exit_status(r: &ExecResult) -> u8 {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let backend = args.vm.backend();
-    let image = args.vm.image();
+    let backend = args.vm.guest.backend();
+    let image = args.vm.guest.image();
     let run_dir = tempfile::Builder::new().prefix("boxyard-vm-").tempdir().context("create a run directory")?;
     let disk = match &args.disk {
         Some(d) => {
@@ -158,14 +158,14 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         id: format!("run-{}", std::process::id()),
         kernel: image.kernel,
         initramfs: image.initramfs,
-        root_image: args.vm.rootfs.clone(),
+        root_image: args.vm.guest.rootfs.clone(),
         writable_disk: Some(disk),
         vcpus: args.vm.cpus,
         memory_mib: args.vm.memory,
         run_dir: run_dir.path().to_path_buf(),
-        extra_kernel_args: args.vm.kernel_args.clone(),
+        extra_kernel_args: args.vm.guest.kernel_args.clone(),
     };
-    let mut launched = match launch(&backend, spec, Duration::from_secs(args.vm.boot_timeout)).await {
+    let mut launched = match launch(&backend, spec, Duration::from_secs(args.vm.guest.boot_timeout)).await {
         Ok(l) => l,
         Err(e) => {
             if args.keep_run_dir {

@@ -11,7 +11,7 @@
 //! - **Retention**: when the retained bytes exceed the cap, whole oldest segments are deleted; a reader asking for a
 //!   cursor before the oldest retained one gets an explicit [`Item::Gap`] first.
 //! - **Readers** ([`LogReader`]) are independent of the writer and of each other, each with its own file handle
-//!   and a bounded read size.
+//!   and a bounded read size; a reader holds the log (an `Arc`), so it can move to a blocking thread.
 //!
 //! The API is blocking file I/O: call it from a blocking thread (`spawn_blocking`), not from async tasks.
 
@@ -20,7 +20,7 @@ pub mod record;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use record::HEADER;
 use tokio::sync::watch;
@@ -120,7 +120,7 @@ fn scan(path: &Path, start: u64) -> std::io::Result<(u64, u64)> {
 
 impl ExecLog {
     /// Opens (creating if needed) the log in `dir`, cutting a torn tail left by a crash.
-    pub fn open(dir: &Path, config: LogConfig) -> Result<Self, LogError> {
+    pub fn open(dir: &Path, config: LogConfig) -> Result<Arc<Self>, LogError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let mut starts: Vec<u64> = std::fs::read_dir(dir)
             .map_err(io_err(dir))?
@@ -146,12 +146,12 @@ impl ExecLog {
         let pos =
             Position { start: segments.first().map_or(0, |s| s.start), end: segments.last().map_or(0, |s| s.end) };
         let (tx, _) = watch::channel(pos);
-        Ok(ExecLog {
+        Ok(Arc::new(ExecLog {
             dir: dir.to_path_buf(),
             config,
             state: Mutex::new(State { segments, active: None, active_bytes: 0 }),
             tx,
-        })
+        }))
     }
 
     pub fn position(&self) -> Position {
@@ -240,8 +240,8 @@ impl ExecLog {
     }
 
     /// A reader positioned at `cursor`.
-    pub fn reader(&self, cursor: u64) -> LogReader<'_> {
-        LogReader { log: self, cursor, file: None }
+    pub fn reader(self: &Arc<Self>, cursor: u64) -> LogReader {
+        LogReader { log: self.clone(), cursor, file: None }
     }
 
     fn locate(&self, cursor: u64) -> Result<Option<(u64, u64, PathBuf)>, LogError> {
@@ -255,8 +255,8 @@ impl ExecLog {
 }
 
 /// Reads a log from a cursor at its own pace, with its own file handle.
-pub struct LogReader<'a> {
-    log: &'a ExecLog,
+pub struct LogReader {
+    log: Arc<ExecLog>,
     /// The next cursor to read.
     pub cursor: u64,
     /// The open segment: its start cursor, the file, and the byte offset of the next record in it.
@@ -284,7 +284,7 @@ fn read_record(f: &mut std::io::BufReader<File>, path: &Path) -> Result<Option<(
     Ok(Some((h, data)))
 }
 
-impl LogReader<'_> {
+impl LogReader {
     /// Reads up to about `max` bytes from the current cursor (a record is never split across calls beyond what it
     /// holds). Empty when the reader is at the end of the log.
     pub fn read(&mut self, max: usize) -> Result<Vec<Item>, LogError> {

@@ -12,7 +12,7 @@ fn data_of(items: &[Item]) -> (Vec<u8>, Vec<(u64, u64)>) {
     (out, gaps)
 }
 
-fn read_all(log: &ExecLog, from: u64) -> (Vec<u8>, Vec<(u64, u64)>) {
+fn read_all(log: &std::sync::Arc<ExecLog>, from: u64) -> (Vec<u8>, Vec<(u64, u64)>) {
     let mut r = log.reader(from);
     let mut items = Vec::new();
     loop {
@@ -100,9 +100,7 @@ fn retention_drops_oldest_segments_and_readers_see_a_gap() {
 #[test]
 fn a_reader_tails_a_growing_log() {
     let dir = tempfile::tempdir().unwrap();
-    let log = std::sync::Arc::new(
-        ExecLog::open(dir.path(), LogConfig { segment_bytes: 4096, retention_bytes: 1 << 30 }).unwrap(),
-    );
+    let log = ExecLog::open(dir.path(), LogConfig { segment_bytes: 4096, retention_bytes: 1 << 30 }).unwrap();
     let writer = {
         let log = log.clone();
         std::thread::spawn(move || {

@@ -3,11 +3,15 @@
 //! Backends:
 //! - [`qemu`]: one `qemu-system-x86_64` process per VM (KVM acceleration where the host has hardware
 //!   virtualization, TCG otherwise). Runs everywhere.
+//! - [`local`]: **test and development only** — runs the guest agent as a host process with no VM and no
+//!   isolation, so the runner's logic can be tested in seconds.
 //! - Our own KVM VMM (kvm-ioctls, vm-memory) comes later as a second implementation of the same trait.
 //!
 //! A VM's runtime files (agent socket, control socket, console log, pid file) live in its own directory
 //! ([`VmSpec::run_dir`]), so that a restarted runner can find and re-adopt VMs that outlived it.
 
+pub mod local;
+pub mod process;
 pub mod qemu;
 
 use std::path::{Path, PathBuf};
@@ -43,8 +47,8 @@ impl VmSpec {
         self.run_dir.join("console.log")
     }
 
-    /// Checks the spec before anything is started, with errors that say what to fix.
-    pub fn validate(&self) -> Result<(), VmError> {
+    /// Checks that the files a real VM boots from exist, with errors that say what to fix.
+    pub fn validate_boot_files(&self) -> Result<(), VmError> {
         let file = |what: &'static str, p: &Path, hint: &'static str| -> Result<(), VmError> {
             if p.is_file() { Ok(()) } else { Err(VmError::MissingFile { what, path: p.to_path_buf(), hint }) }
         };
@@ -54,6 +58,11 @@ impl VmSpec {
         if let Some(d) = &self.writable_disk {
             file("writable disk", d, "it is created when the box is created")?;
         }
+        Ok(())
+    }
+
+    /// Checks the sizes and the run directory, with errors that say what to fix.
+    pub fn validate(&self) -> Result<(), VmError> {
         if self.vcpus == 0 || self.vcpus > 64 {
             return Err(VmError::InvalidSpec(format!("vcpus must be between 1 and 64, got {}", self.vcpus)));
         }
@@ -104,8 +113,15 @@ pub enum VmError {
 pub trait VmBackend: Send + Sync {
     /// A short name for logs and the API ("qemu-tcg", "qemu-kvm", ...).
     fn name(&self) -> String;
+    /// Whether VMs boot the spec's kernel and images (and need a writable disk). False for the local backend.
+    fn boots_images(&self) -> bool {
+        true
+    }
     /// Prepares a VM from a spec (validated); nothing runs until [`Vm::start`].
     async fn create(&self, spec: VmSpec) -> Result<Box<dyn Vm>, VmError>;
+    /// Takes over the VM a previous runner process started with this spec, if it still runs (found through the
+    /// pid file in its run directory). None: it is not running.
+    async fn adopt(&self, spec: VmSpec) -> Result<Option<Box<dyn Vm>>, VmError>;
 }
 
 /// One VM.

@@ -14,8 +14,9 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
+use super::process::{VmProcess, read_pid_file};
 use super::{Vm, VmBackend, VmError, VmSpec, VmStatus};
 pub use cmdline::{Accel, Machine};
 
@@ -53,7 +54,15 @@ impl VmBackend for QemuBackend {
 
     async fn create(&self, spec: VmSpec) -> Result<Box<dyn Vm>, VmError> {
         spec.validate()?;
-        Ok(Box::new(QemuVm { backend: self.clone(), spec, child: None, ended: None }))
+        spec.validate_boot_files()?;
+        Ok(Box::new(QemuVm { backend: self.clone(), spec, process: None }))
+    }
+
+    async fn adopt(&self, spec: VmSpec) -> Result<Option<Box<dyn Vm>>, VmError> {
+        let Some(pid) = read_pid_file(&spec.run_dir.join("qemu.pid")) else { return Ok(None) };
+        let marker = spec.run_dir.display().to_string();
+        Ok(VmProcess::adopt(pid, &marker)
+            .map(|p| Box::new(QemuVm { backend: self.clone(), spec, process: Some(p) }) as Box<dyn Vm>))
     }
 }
 
@@ -61,8 +70,7 @@ impl VmBackend for QemuBackend {
 pub struct QemuVm {
     backend: QemuBackend,
     spec: VmSpec,
-    child: Option<Child>,
-    ended: Option<String>,
+    process: Option<VmProcess>,
 }
 
 impl QemuVm {
@@ -76,20 +84,15 @@ impl QemuVm {
         }
     }
 
+    /// How the process ended, cleaning up its runtime files once.
     fn poll_exit(&mut self) -> Option<String> {
-        if self.ended.is_some() {
-            return self.ended.clone();
+        let p = self.process.as_mut()?;
+        let was_running = !p.ended();
+        let ended = p.poll_exit();
+        if ended.is_some() && was_running {
+            self.cleanup();
         }
-        let child = self.child.as_mut()?;
-        match child.try_wait() {
-            Ok(Some(status)) => {
-                self.ended = Some(status.to_string());
-                self.child = None;
-                self.cleanup();
-                self.ended.clone()
-            }
-            _ => None,
-        }
+        ended
     }
 
     fn qemu_log_tail(&self) -> String {
@@ -106,31 +109,17 @@ impl Vm for QemuVm {
     }
 
     async fn start(&mut self) -> Result<(), VmError> {
-        if self.child.is_some() {
+        if self.process.as_mut().is_some_and(|p| p.poll_exit().is_none()) {
             return Ok(());
         }
         self.cleanup();
-        self.ended = None;
         let log = std::fs::File::create(self.spec.run_dir.join("qemu.log"))?;
         let mut cmd = Command::new(&self.backend.binary);
         cmd.args(cmdline::args(&self.spec, self.backend.accel, self.backend.machine, self.backend.tsc_khz))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(false);
-        // SAFETY: setsid is async-signal-safe. Its own session keeps QEMU alive when the runner exits.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
-            .map_err(|source| VmError::Spawn { program: self.backend.binary.display().to_string(), source })?;
-        self.child = Some(child);
+            .stderr(log);
+        self.process = Some(VmProcess::spawn(cmd, &self.backend.binary)?);
         // QEMU creates its sockets while starting; wait for the agent socket so callers can connect at once.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !self.spec.agent_socket().exists() {
@@ -151,7 +140,7 @@ impl Vm for QemuVm {
     }
 
     async fn stop(&mut self, grace: Duration) -> Result<VmStatus, VmError> {
-        if self.poll_exit().is_some() || self.child.is_none() {
+        if self.process.is_none() || self.poll_exit().is_some() {
             return Ok(self.status().await);
         }
         let qmp_path = self.spec.run_dir.join("qmp.sock");
@@ -165,23 +154,16 @@ impl Vm for QemuVm {
     }
 
     async fn kill(&mut self) -> Result<VmStatus, VmError> {
-        if let Some(child) = self.child.as_mut() {
-            let _ = child.start_kill();
-            let status = child.wait().await?;
-            self.ended = Some(status.to_string());
-            self.child = None;
+        if let Some(p) = self.process.as_mut() {
+            p.kill().await?;
         }
         self.cleanup();
         Ok(self.status().await)
     }
 
     async fn wait(&mut self, timeout: Duration) -> VmStatus {
-        if let Some(child) = self.child.as_mut()
-            && let Ok(Ok(status)) = tokio::time::timeout(timeout, child.wait()).await
-        {
-            self.ended = Some(status.to_string());
-            self.child = None;
-            self.cleanup();
+        if let Some(p) = self.process.as_mut() {
+            p.wait(timeout).await;
         }
         self.status().await
     }
@@ -190,8 +172,8 @@ impl Vm for QemuVm {
         if let Some(detail) = self.poll_exit() {
             return VmStatus::Stopped { detail };
         }
-        match &self.child {
-            Some(c) => VmStatus::Running { pid: c.id().unwrap_or(0) },
+        match self.process.as_ref().and_then(|p| p.pid()) {
+            Some(pid) => VmStatus::Running { pid },
             None => VmStatus::Created,
         }
     }

@@ -1,0 +1,311 @@
+//! Executions: one command run in a box, with its durable output log and its result.
+//!
+//! On disk, each execution owns `<box dir>/executions/<id>/`:
+//!
+//! ```text
+//! exec.json    what was asked (argv, env, tty, ...): written before the guest is asked to start the process
+//! log/         the execution output log (see crate::execlog)
+//! killed       present once KillExecution was called (so the result says killed after a restart too)
+//! result.json  the final result: written only once every output byte up to its output_end is durable in log/
+//! ```
+//!
+//! - [`pump`]: moves output from the guest agent into the log, acknowledging to the guest only what is durable.
+//! - [`attach`]: reads the log from a cursor for one client, live, then ends with the result.
+
+pub mod attach;
+pub mod pump;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use boxyard_proto::agent::{self as ag, exec_result::Outcome as AgentOutcome};
+use boxyard_proto::runner as pb;
+use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
+
+use crate::agent::Agent;
+use crate::error::{Result, RunnerError};
+use crate::execlog::{ExecLog, LogConfig};
+use crate::store;
+
+/// What was asked (persisted as `exec.json`).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct ExecMeta {
+    pub execution_id: String,
+    pub box_id: String,
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    pub working_dir: String,
+    pub user: String,
+    /// Terminal size (rows, cols) for a tty execution.
+    pub tty: Option<(u32, u32)>,
+    pub stdin: bool,
+    pub timeout_ms: u64,
+    pub kill_grace_ms: u64,
+    pub created_unix_ms: u64,
+}
+
+impl ExecMeta {
+    /// The guest agent request that starts this execution (idempotent by id on the agent).
+    pub fn agent_request(&self) -> ag::ExecRequest {
+        ag::ExecRequest {
+            exec_id: self.execution_id.clone(),
+            argv: self.argv.clone(),
+            env: self.env.clone().into_iter().collect(),
+            working_dir: self.working_dir.clone(),
+            user: self.user.clone(),
+            tty: self.tty.map(|(rows, cols)| ag::Tty { rows, cols }),
+            stdin: self.stdin,
+            timeout_ms: self.timeout_ms,
+            kill_grace_ms: self.kill_grace_ms,
+        }
+    }
+}
+
+/// The final result (persisted as `result.json`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+pub struct ExecResult {
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    pub timed_out: bool,
+    pub killed: bool,
+    pub error: String,
+    pub output_end: u64,
+    pub started_unix_ms: u64,
+    pub finished_unix_ms: u64,
+}
+
+impl ExecResult {
+    pub fn from_agent(r: &ag::ExecResult, killed: bool) -> Self {
+        ExecResult {
+            exit_code: match &r.outcome {
+                Some(AgentOutcome::ExitCode(c)) => Some(*c),
+                _ => None,
+            },
+            signal: match &r.outcome {
+                Some(AgentOutcome::Signal(s)) => Some(s.clone()),
+                _ => None,
+            },
+            timed_out: r.timed_out,
+            killed,
+            error: r.error.clone(),
+            output_end: r.output_end,
+            started_unix_ms: r.started_unix_ms,
+            finished_unix_ms: r.finished_unix_ms,
+        }
+    }
+
+    pub fn to_proto(&self) -> pb::ExecutionResult {
+        pb::ExecutionResult {
+            outcome: match (&self.exit_code, &self.signal) {
+                (Some(c), _) => Some(pb::execution_result::Outcome::ExitCode(*c)),
+                (None, Some(s)) => Some(pb::execution_result::Outcome::Signal(s.clone())),
+                _ => None,
+            },
+            timed_out: self.timed_out,
+            killed: self.killed,
+            error: self.error.clone(),
+            output_end: self.output_end,
+            started_unix_ms: self.started_unix_ms,
+            finished_unix_ms: self.finished_unix_ms,
+        }
+    }
+}
+
+/// One execution held by the runner.
+pub struct Execution {
+    pub meta: ExecMeta,
+    pub dir: PathBuf,
+    pub log: Arc<ExecLog>,
+    result: watch::Sender<Option<ExecResult>>,
+    killed: AtomicBool,
+    /// The stdin offset after the last write; None until known (after a runner restart it is asked of the agent).
+    stdin_offset: tokio::sync::Mutex<Option<u64>>,
+}
+
+impl Execution {
+    fn result_path(dir: &Path) -> PathBuf {
+        dir.join("result.json")
+    }
+
+    /// Creates a new execution's directory and records what was asked (durably, before the guest runs anything).
+    pub fn create(dir: PathBuf, meta: ExecMeta, log_config: LogConfig) -> Result<Arc<Self>> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| RunnerError::Internal(format!("cannot create {}: {e}", dir.display())))?;
+        store::write_json(&dir.join("exec.json"), &meta)?;
+        let log = ExecLog::open(&dir.join("log"), log_config)?;
+        Ok(Arc::new(Execution {
+            meta,
+            dir,
+            log,
+            result: watch::channel(None).0,
+            killed: AtomicBool::new(false),
+            stdin_offset: tokio::sync::Mutex::new(Some(0)),
+        }))
+    }
+
+    /// Loads an execution left by an earlier runner process (its log's torn tail is cut). None: the directory holds
+    /// no record of what was asked (a creation that crashed half-way); the caller removes it.
+    pub fn load(dir: PathBuf, log_config: LogConfig) -> Result<Option<Arc<Self>>> {
+        let Some(meta) = store::read_json::<ExecMeta>(&dir.join("exec.json"))? else { return Ok(None) };
+        let log = ExecLog::open(&dir.join("log"), log_config)?;
+        let result = store::read_json::<ExecResult>(&Self::result_path(&dir))?;
+        let killed = dir.join("killed").exists();
+        Ok(Some(Arc::new(Execution {
+            meta,
+            dir,
+            log,
+            result: watch::channel(result).0,
+            killed: AtomicBool::new(killed),
+            stdin_offset: tokio::sync::Mutex::new(None),
+        })))
+    }
+
+    pub fn id(&self) -> &str {
+        &self.meta.execution_id
+    }
+
+    pub fn result(&self) -> Option<ExecResult> {
+        self.result.borrow().clone()
+    }
+
+    pub fn subscribe_result(&self) -> watch::Receiver<Option<ExecResult>> {
+        self.result.subscribe()
+    }
+
+    pub fn is_finished(&self) -> bool {
+        self.result.borrow().is_some()
+    }
+
+    pub fn killed(&self) -> bool {
+        self.killed.load(Ordering::SeqCst)
+    }
+
+    /// Records (durably) that the execution is being killed.
+    pub fn mark_killed(&self) -> Result<()> {
+        if !self.killed.swap(true, Ordering::SeqCst) {
+            std::fs::write(self.dir.join("killed"), b"")
+                .map_err(|e| RunnerError::Internal(format!("cannot record the kill in {}: {e}", self.dir.display())))?;
+        }
+        Ok(())
+    }
+
+    /// Stores the final result once every output byte before it is durable; later calls are ignored (the first
+    /// result wins).
+    pub fn finish(&self, mut result: ExecResult) -> Result<()> {
+        if self.is_finished() {
+            return Ok(());
+        }
+        self.log.sync()?;
+        let end = self.log.position().end;
+        if result.output_end != end {
+            if result.output_end > end {
+                tracing::error!(
+                    execution = self.id(),
+                    claimed = result.output_end,
+                    stored = end,
+                    "the result claims more output than the log holds; recording what is stored"
+                );
+            }
+            result.output_end = end;
+        }
+        result.killed |= self.killed();
+        store::write_json(&Self::result_path(&self.dir), &result)?;
+        self.result.send_replace(Some(result));
+        Ok(())
+    }
+
+    /// Ends an execution whose process can no longer be followed (its box stopped or its VM is gone), keeping all
+    /// output stored so far.
+    pub fn finish_lost(&self, why: &str) -> Result<()> {
+        let now = store::now_ms();
+        self.finish(ExecResult {
+            error: why.to_string(),
+            killed: self.killed(),
+            output_end: self.log.position().end,
+            started_unix_ms: self.meta.created_unix_ms,
+            finished_unix_ms: now,
+            ..Default::default()
+        })
+    }
+
+    /// Writes stdin bytes at `offset` (None: after what was written so far). Returns the offset after the write.
+    pub async fn write_stdin(&self, agent: &mut Agent, data: Vec<u8>, eof: bool, offset: Option<u64>) -> Result<u64> {
+        if !self.meta.stdin {
+            return Err(RunnerError::FailedPrecondition(format!(
+                "execution {:?} was started without stdin: pass stdin=true to Exec to write to it",
+                self.id()
+            )));
+        }
+        let mut current = self.stdin_offset.lock().await;
+        let at = match (offset, *current) {
+            (Some(o), _) => o,
+            (None, Some(c)) => c,
+            (None, None) => {
+                // Ask the agent where stdin stands: an empty write at 0 returns its offset.
+                let r = agent
+                    .write_stdin(ag::WriteStdinRequest {
+                        exec_id: self.id().into(),
+                        offset: 0,
+                        data: vec![],
+                        eof: false,
+                    })
+                    .await
+                    .map_err(|s| RunnerError::from_agent("writing stdin", s))?;
+                r.into_inner().offset
+            }
+        };
+        let r = agent
+            .write_stdin(ag::WriteStdinRequest { exec_id: self.id().into(), offset: at, data, eof })
+            .await
+            .map_err(|s| RunnerError::from_agent("writing stdin", s))?
+            .into_inner();
+        *current = Some(r.offset);
+        Ok(r.offset)
+    }
+
+    /// The execution as the API shows it.
+    pub fn to_proto(&self) -> pb::Execution {
+        let pos = self.log.position();
+        let result = self.result();
+        pb::Execution {
+            execution_id: self.meta.execution_id.clone(),
+            box_id: self.meta.box_id.clone(),
+            argv: self.meta.argv.clone(),
+            state: if result.is_some() {
+                pb::ExecutionState::Finished as i32
+            } else {
+                pb::ExecutionState::Running as i32
+            },
+            tty: self.meta.tty.is_some(),
+            stdin: self.meta.stdin,
+            output_start: pos.start,
+            output_end: pos.end,
+            result: result.map(|r| r.to_proto()),
+            created_unix_ms: self.meta.created_unix_ms,
+        }
+    }
+}
+
+/// Checks a caller-chosen execution id.
+pub fn validate_id(id: &str) -> Result<()> {
+    if id.is_empty()
+        || id.len() > 64
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        || id.starts_with('.')
+    {
+        return Err(RunnerError::InvalidArgument(format!(
+            "execution id {id:?} is invalid: use 1 to 64 characters of A-Z a-z 0-9 . _ - (not starting with .)"
+        )));
+    }
+    Ok(())
+}
+
+/// A fresh random execution id.
+pub fn new_id() -> String {
+    let mut b = [0u8; 8];
+    getrandom::fill(&mut b).expect("the OS random source works");
+    format!("ex-{}", b.iter().map(|x| format!("{x:02x}")).collect::<String>())
+}

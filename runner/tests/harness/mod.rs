@@ -1,0 +1,239 @@
+//! A real `boxyard-runner serve` process for tests: started on a state directory with a dev TLS certificate,
+//! reached through the runner API, killable with SIGKILL and restartable on the same state directory.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use boxyard_proto::runner::{self as pb, attach_event::Event, attach_request::Msg, execution_result::Outcome};
+use boxyard_runner::client::{self, Client};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+pub struct RunnerProc {
+    pub state: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl RunnerProc {
+    /// Starts a runner with the local backend on a fresh state directory.
+    pub fn local(extra: &[&str]) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut args: Vec<String> = vec!["--backend".into(), "local".into()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut r = RunnerProc { state: tmp.path().to_path_buf(), args, child: None, _tmp: Some(tmp) };
+        r.start();
+        r
+    }
+
+    /// Starts a runner with any arguments (e.g. the QEMU backend) on a fresh state directory.
+    pub fn with_args(args: Vec<String>) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut r = RunnerProc { state: tmp.path().to_path_buf(), args, child: None, _tmp: Some(tmp) };
+        r.start();
+        r
+    }
+
+    /// (Re)starts the runner process on the same state directory; returns once it serves.
+    pub fn start(&mut self) {
+        let addr_file = self.state.join("runner.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.state.join("runner.log")).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_boxyard-runner"))
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(["--listen", "127.0.0.1:0", "--tls-dev"])
+            .args(&self.args)
+            .env("RUST_LOG", "info,boxyard_runner=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !addr_file.exists() {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the runner exited ({status}) during start-up; log:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "the runner did not start within 60 s; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.join("runner.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: the runner gets no chance to clean up (its VMs keep running).
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    pub async fn client(&self) -> Client {
+        let addr: String = serde_json::from_slice(&std::fs::read(self.state.join("runner.addr")).unwrap()).unwrap();
+        let ca = std::fs::read(self.state.join("tls/dev-cert.pem")).unwrap();
+        client::connect(&addr, &ca, "localhost").await.unwrap()
+    }
+}
+
+/// Every process whose command line mentions `needle`.
+pub fn pids_mentioning(needle: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline"))
+            && String::from_utf8_lossy(&cmd).contains(needle)
+            && pid != std::process::id() as i32
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+impl Drop for RunnerProc {
+    fn drop(&mut self) {
+        self.kill9();
+        // Boxes outlive the runner by design: end them too. Local agents kill their executions on SIGTERM.
+        let needle = self.state.display().to_string();
+        for pid in pids_mentioning(&needle) {
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(3);
+        while !pids_mentioning(&needle).is_empty() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        for pid in pids_mentioning(&needle) {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+pub fn code_of(e: &tonic::Status) -> tonic::Code {
+    e.code()
+}
+
+/// Creates a box (for the local backend no image is needed).
+pub async fn create_box(c: &mut Client, id: &str) -> pb::BoxInfo {
+    c.create_box(pb::CreateBoxRequest { box_id: id.into(), spec: None }).await.unwrap().into_inner()
+}
+
+pub fn exec_req(box_id: &str, argv: &[&str]) -> pb::ExecRequest {
+    pb::ExecRequest { box_id: box_id.into(), argv: argv.iter().map(|s| s.to_string()).collect(), ..Default::default() }
+}
+
+pub fn sh(box_id: &str, script: &str) -> pb::ExecRequest {
+    exec_req(box_id, &["sh", "-c", script])
+}
+
+/// `seq 1 n` as bytes.
+pub fn seq(n: u64) -> Vec<u8> {
+    let mut v = Vec::new();
+    for i in 1..=n {
+        v.extend_from_slice(format!("{i}\n").as_bytes());
+    }
+    v
+}
+
+/// An open Attach: a sender for client messages and the event stream.
+pub struct Attach {
+    pub input: mpsc::Sender<pb::AttachRequest>,
+    pub events: tonic::Streaming<pb::AttachEvent>,
+}
+
+pub async fn attach(c: &mut Client, exec_id: &str, from: u64) -> Result<Attach, tonic::Status> {
+    let (tx, rx) = mpsc::channel(16);
+    tx.send(pb::AttachRequest {
+        msg: Some(Msg::Start(pb::AttachStart { execution_id: exec_id.into(), from_cursor: from })),
+    })
+    .await
+    .unwrap();
+    let events = c.attach(ReceiverStream::new(rx)).await?.into_inner();
+    Ok(Attach { input: tx, events })
+}
+
+/// Output reassembled from attach events, checking that records arrive exactly in cursor order (nothing lost, nothing
+/// duplicated).
+#[derive(Default, Debug)]
+pub struct Reassembled {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub cursor: u64,
+    pub gaps: Vec<(u64, u64)>,
+    pub result: Option<pb::ExecutionResult>,
+    pub attached: u32,
+}
+
+impl Reassembled {
+    pub fn apply(&mut self, ev: pb::AttachEvent) {
+        match ev.event.expect("an event") {
+            Event::Attached(_) => self.attached += 1,
+            Event::Output(o) => {
+                assert_eq!(o.cursor, self.cursor, "output record out of order: a byte was lost or duplicated");
+                self.cursor += o.data.len() as u64;
+                match o.stream {
+                    2 => self.stderr.extend_from_slice(&o.data),
+                    _ => self.stdout.extend_from_slice(&o.data),
+                }
+            }
+            Event::Gap(g) => {
+                assert_eq!(g.from, self.cursor, "a gap must start at the reader's cursor");
+                self.gaps.push((g.from, g.to));
+                self.cursor = g.to;
+            }
+            Event::Exit(r) => {
+                assert_eq!(r.output_end, self.cursor, "the result must come after every output byte");
+                self.result = Some(r);
+            }
+        }
+    }
+
+    pub fn exit_code(&self) -> Option<i32> {
+        match self.result.as_ref()?.outcome {
+            Some(Outcome::ExitCode(c)) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Reads an attach to its end.
+    pub async fn drain(&mut self, a: &mut Attach) -> Result<(), tonic::Status> {
+        while let Some(ev) = a.events.message().await? {
+            self.apply(ev);
+        }
+        Ok(())
+    }
+}
+
+/// Attaches from `from` and reads to the end.
+pub async fn collect(c: &mut Client, exec_id: &str, from: u64) -> Reassembled {
+    let mut r = Reassembled { cursor: from, ..Default::default() };
+    let mut a = attach(c, exec_id, from).await.unwrap();
+    r.drain(&mut a).await.unwrap();
+    r
+}
+
+/// Polls until the execution has finished.
+pub async fn wait_finished(c: &mut Client, exec_id: &str, timeout: Duration) -> pb::Execution {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let e = c.get_execution(pb::ExecutionRef { execution_id: exec_id.into() }).await.unwrap().into_inner();
+        if e.state == pb::ExecutionState::Finished as i32 {
+            return e;
+        }
+        assert!(Instant::now() < deadline, "execution {exec_id} did not finish within {timeout:?}: {e:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+pub fn dir_exists(p: &Path) -> bool {
+    p.exists()
+}
