@@ -1,6 +1,7 @@
 //! Command-line interface of `boxyard-runner`.
 
 mod bench;
+mod bench_output;
 mod serve;
 mod units;
 mod vm_run;
@@ -31,9 +32,20 @@ pub enum Command {
     /// Run the runner agent: serve the runner API (gRPC over TLS), keep boxes and their executions' output logs in
     /// the state directory, re-adopt boxes that outlived an earlier runner process.
     Serve(serve::ServeArgs),
+    /// Benchmarks of the execution output path (they print numbers; there are no pass/fail thresholds).
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Drive a single VM by hand (development and diagnostics).
     #[command(subcommand)]
     Vm(VmCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum BenchCommand {
+    /// Execution log append and replay-from-cursor throughput.
+    Log(bench_output::LogBenchArgs),
+    /// End-to-end attach throughput of a command writing N bytes (local backend), with the runner's peak RSS.
+    Attach(bench_output::AttachBenchArgs),
 }
 
 #[derive(Subcommand, Debug)]
@@ -136,6 +148,10 @@ impl GuestOptions {
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Bench(BenchCommand::Log(args)) => {
+            tokio::task::spawn_blocking(move || bench_output::log(args)).await?.map(|_| 0)
+        }
+        Command::Bench(BenchCommand::Attach(args)) => bench_output::attach(args).await.map(|_| 0),
         Command::Vm(VmCommand::Run(args)) => vm_run::run(args).await,
         Command::Vm(VmCommand::Bench(args)) => bench::run(args).await.map(|_| 0),
     }
