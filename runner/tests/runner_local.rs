@@ -405,3 +405,23 @@ async fn a_box_whose_vm_died_while_the_runner_was_down_is_reported_stopped() {
     assert_eq!(out.stdout, b"before\n");
     assert!(!out.result.unwrap().error.is_empty());
 }
+
+#[tokio::test]
+async fn sigterm_stops_the_runner_but_not_its_boxes() {
+    let mut r = RunnerProc::local(&[]);
+    let mut c = r.client().await;
+    create_box(&mut c, "b1").await;
+    let e = c.exec(sh("b1", "echo one; sleep 1; echo two")).await.unwrap().into_inner();
+    // An open attach must not hold the shutdown for long.
+    let _a = attach(&mut c, &e.execution_id, 0).await.unwrap();
+    let t0 = Instant::now();
+    r.terminate();
+    assert!(t0.elapsed() < Duration::from_secs(8), "the runner took {:?} to stop", t0.elapsed());
+    assert!(!r.state.join("runner.addr").exists(), "a stopped runner removes its address file");
+    assert_eq!(pids_mentioning(&r.state.join("boxes/b1/vm/agent.sock").display().to_string()).len(), 1);
+    r.start();
+    let mut c = r.client().await;
+    let out = collect(&mut c, &e.execution_id, 0).await;
+    assert_eq!(out.stdout, b"one\ntwo\n");
+    assert_eq!(out.exit_code(), Some(0));
+}

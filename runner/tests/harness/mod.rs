@@ -78,6 +78,15 @@ impl RunnerProc {
         }
     }
 
+    /// SIGTERM, and waits for the runner to exit (it must exit 0).
+    pub fn terminate(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let status = c.wait().unwrap();
+            assert!(status.success(), "the runner exited with {status} on SIGTERM; log:\n{}", self.log());
+        }
+    }
+
     pub async fn client(&self) -> Client {
         let addr: String = serde_json::from_slice(&std::fs::read(self.state.join("runner.addr")).unwrap()).unwrap();
         let ca = std::fs::read(self.state.join("tls/dev-cert.pem")).unwrap();
