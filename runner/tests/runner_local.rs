@@ -425,3 +425,28 @@ async fn sigterm_stops_the_runner_but_not_its_boxes() {
     assert_eq!(out.stdout, b"one\ntwo\n");
     assert_eq!(out.exit_code(), Some(0));
 }
+
+#[tokio::test]
+async fn the_api_is_served_only_over_tls_with_the_runner_certificate() {
+    let r = RunnerProc::local(&[]);
+    let addr: String = serde_json::from_slice(&std::fs::read(r.state.join("runner.addr")).unwrap()).unwrap();
+    // A certificate the client trusts but the runner does not hold.
+    let other = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let refused = match boxyard_runner::client::connect(&addr, other.cert.pem().as_bytes(), "localhost").await {
+        Err(_) => true,
+        Ok(mut c) => c.list_boxes(pb::ListBoxesRequest {}).await.is_err(),
+    };
+    assert!(refused, "a client that does not trust the runner's certificate was served");
+    plaintext_is_refused(&addr).await;
+}
+
+async fn plaintext_is_refused(addr: &str) {
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{addr}")).unwrap();
+    match plain.connect().await {
+        Err(_) => {}
+        Ok(ch) => {
+            let mut c = pb::runner_client::RunnerClient::new(ch);
+            assert!(c.list_boxes(pb::ListBoxesRequest {}).await.is_err(), "plaintext gRPC was served");
+        }
+    }
+}
