@@ -450,3 +450,31 @@ async fn plaintext_is_refused(addr: &str) {
         }
     }
 }
+
+#[tokio::test]
+async fn destroying_a_box_ends_its_attaches_with_not_found() {
+    let r = RunnerProc::local(&[]);
+    let mut c = r.client().await;
+    create_box(&mut c, "b1").await;
+    let e = c.exec(sh("b1", "echo up; sleep 30")).await.unwrap().into_inner();
+    let mut a = attach(&mut c, &e.execution_id, 0).await.unwrap();
+    let mut out = Reassembled::default();
+    while out.stdout.is_empty() {
+        out.apply(a.events.message().await.unwrap().unwrap());
+    }
+    assert!(c.destroy_box(pb::BoxRef { box_id: "b1".into() }).await.unwrap().into_inner().existed);
+    let err = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match a.events.message().await {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("the attach ended without saying why"),
+                Err(s) => break s,
+            }
+        }
+    })
+    .await
+    .expect("the attach of a destroyed box must end");
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err:?}");
+    // The same id can be created again at once.
+    assert_eq!(create_box(&mut c, "b1").await.state, pb::BoxState::Running as i32);
+}

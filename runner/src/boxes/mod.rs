@@ -60,6 +60,8 @@ pub struct BoxEntry {
     /// The agent of the running VM; None while the box is not running. Pumps follow it.
     session: watch::Sender<Option<Agent>>,
     pumps: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Set while DestroyBox runs.
+    destroying: std::sync::atomic::AtomicBool,
 }
 
 impl BoxEntry {
@@ -72,6 +74,7 @@ impl BoxEntry {
             status: Mutex::new(Status { state, reason, started_unix_ms: 0, generation: 0 }),
             session: watch::channel(None).0,
             pumps: Mutex::new(Vec::new()),
+            destroying: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -159,6 +162,7 @@ pub struct BoxManager {
     backend: Arc<dyn VmBackend>,
     boxes: RwLock<HashMap<String, Arc<BoxEntry>>>,
     executions: RwLock<HashMap<String, Arc<Execution>>>,
+    exec_lock: tokio::sync::Mutex<()>,
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
@@ -180,6 +184,7 @@ impl BoxManager {
             backend,
             boxes: RwLock::new(HashMap::new()),
             executions: RwLock::new(HashMap::new()),
+            exec_lock: tokio::sync::Mutex::new(()),
         });
         let loaded = {
             let m = mgr.clone();
@@ -213,6 +218,11 @@ impl BoxManager {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&dir).map_err(|e| io_internal("read", &dir, e))?.flatten() {
             let box_dir = e.path();
+            if e.file_name().to_string_lossy().starts_with(".trash-") {
+                // A destroy interrupted by a crash: finish it.
+                let _ = std::fs::remove_dir_all(&box_dir);
+                continue;
+            }
             let record = match store::read_json::<BoxRecord>(&box_dir.join("box.json")) {
                 Ok(Some(r)) => r,
                 Ok(None) => {
@@ -266,42 +276,47 @@ impl BoxManager {
 
     async fn recover(self: &Arc<Self>, entry: Arc<BoxEntry>, desired: bool) {
         let mut vm_slot = entry.vm.lock().await;
-        if desired {
-            let spec = self.vm_spec(&entry);
-            match self.backend.adopt(spec).await {
-                Ok(Some(mut vm)) => {
-                    let socket = vm.spec().agent_socket();
-                    match agent::connect(&socket, READOPT_TIMEOUT).await {
-                        Ok(mut a) => {
-                            // Let the guest forget executions whose results were stored before the restart.
-                            if let Ok(list) = a.list_execs(ag::ListExecsRequest {}).await {
-                                for info in list.into_inner().execs {
-                                    let done =
-                                        self.executions.read().unwrap().get(&info.exec_id).map(|e| e.is_finished());
-                                    if done == Some(true) {
-                                        let _ = a.release(ag::ReleaseRequest { exec_id: info.exec_id }).await;
-                                    }
+        // Adopt even boxes that should not run: a StopBox interrupted by a crash may have left the VM running.
+        match self.backend.adopt(self.vm_spec(&entry)).await {
+            Ok(Some(mut vm)) if !desired => {
+                tracing::info!(box_id = %entry.id, "finishing a stop that a runner restart interrupted");
+                if let Err(e) = vm.stop(DEFAULT_STOP_TIMEOUT).await {
+                    tracing::error!(box_id = %entry.id, "cannot stop its VM: {e}");
+                }
+                entry.set_state(pb::BoxState::Stopped, "");
+            }
+            Ok(Some(mut vm)) => {
+                let socket = vm.spec().agent_socket();
+                match agent::connect(&socket, READOPT_TIMEOUT).await {
+                    Ok(mut a) => {
+                        // Let the guest forget executions whose results were stored before the restart.
+                        if let Ok(list) = a.list_execs(ag::ListExecsRequest {}).await {
+                            for info in list.into_inner().execs {
+                                let done = self.executions.read().unwrap().get(&info.exec_id).map(|e| e.is_finished());
+                                if done == Some(true) {
+                                    let _ = a.release(ag::ReleaseRequest { exec_id: info.exec_id }).await;
                                 }
                             }
-                            tracing::info!(box_id = %entry.id, "re-adopted a running box");
-                            *vm_slot = Some(vm);
-                            self.mark_running(&entry, a);
                         }
-                        Err(e) => {
-                            tracing::error!(box_id = %entry.id, "re-adopted VM does not answer: {e}; killing it");
-                            let _ = vm.kill().await;
-                            entry.set_state(
-                                pb::BoxState::Failed,
-                                format!(
-                                    "after a runner restart its VM's agent did not answer ({e}); the VM was killed"
-                                ),
-                            );
-                        }
+                        tracing::info!(box_id = %entry.id, "re-adopted a running box");
+                        *vm_slot = Some(vm);
+                        self.mark_running(&entry, a);
+                    }
+                    Err(e) => {
+                        tracing::error!(box_id = %entry.id, "re-adopted VM does not answer: {e}; killing it");
+                        let _ = vm.kill().await;
+                        entry.set_state(
+                            pb::BoxState::Failed,
+                            format!("after a runner restart its VM's agent did not answer ({e}); the VM was killed"),
+                        );
                     }
                 }
-                Ok(None) => entry.set_state(pb::BoxState::Stopped, "the VM ended while the runner was not running"),
-                Err(e) => entry.set_state(pb::BoxState::Failed, format!("cannot re-adopt the VM: {e}")),
             }
+            Ok(None) if desired => {
+                entry.set_state(pb::BoxState::Stopped, "the VM ended while the runner was not running")
+            }
+            Ok(None) => entry.set_state(pb::BoxState::Stopped, ""),
+            Err(e) => entry.set_state(pb::BoxState::Failed, format!("cannot re-adopt the VM: {e}")),
         }
         drop(vm_slot);
         self.resume_pumps(&entry);
@@ -365,7 +380,11 @@ impl BoxManager {
     }
 
     fn get_entry(&self, id: &str) -> Result<Arc<BoxEntry>> {
-        self.boxes.read().unwrap().get(id).cloned().ok_or_else(|| RunnerError::not_found("box", id))
+        let entry = self.boxes.read().unwrap().get(id).cloned().ok_or_else(|| RunnerError::not_found("box", id))?;
+        if entry.destroying.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(RunnerError::Unavailable(format!("box {id:?} is being destroyed; retry to see it gone")));
+        }
+        Ok(entry)
     }
 
     pub fn get_box(&self, id: &str) -> Result<pb::BoxInfo> {
@@ -416,6 +435,11 @@ impl BoxManager {
         let entry = {
             let mut boxes = self.boxes.write().unwrap();
             if let Some(existing) = boxes.get(id) {
+                if existing.destroying.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err(RunnerError::Unavailable(format!(
+                        "box {id:?} is being destroyed; retry the creation in a moment"
+                    )));
+                }
                 if existing.spec() == spec {
                     return Ok(existing.info(&self.backend_name()));
                 }
@@ -511,25 +535,60 @@ impl BoxManager {
     }
 
     /// Kills the box's VM and deletes all it owns. Returns whether it existed.
+    ///
+    /// The box stays in the map (refusing other calls as being destroyed) until its directory is moved out of the
+    /// way, so that a CreateBox with the same id can never write into a directory that is being deleted.
     pub async fn destroy_box(&self, id: &str) -> Result<bool> {
-        let Some(entry) = self.boxes.write().unwrap().remove(id) else { return Ok(false) };
+        let Some(entry) = self.boxes.read().unwrap().get(id).cloned() else { return Ok(false) };
+        if entry.destroying.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(RunnerError::Unavailable(format!("box {id:?} is being destroyed; retry to see it gone")));
+        }
         let mut slot = entry.vm.lock().await;
         for p in entry.pumps.lock().unwrap().drain(..) {
             p.abort();
         }
-        self.executions.write().unwrap().retain(|_, e| e.meta.box_id != id);
-        if let Some(mut vm) = slot.take() {
-            vm.kill().await.map_err(|e| RunnerError::Internal(format!("box {id:?}: cannot kill its VM: {e}")))?;
+        if let Some(mut vm) = slot.take()
+            && let Err(e) = vm.kill().await
+        {
+            entry.destroying.store(false, std::sync::atomic::Ordering::SeqCst);
+            return Err(RunnerError::Internal(format!("box {id:?}: cannot kill its VM: {e}")));
         }
         entry.set_state(pb::BoxState::Stopped, "destroyed");
         entry.session.send_replace(None);
-        let dir = entry.dir.clone();
-        blocking(move || match std::fs::remove_dir_all(&dir) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_internal("delete", &dir, e)),
-        })
-        .await?;
+        // Move the directory aside (atomic), then forget the box, then delete.
+        let mut nonce = [0u8; 6];
+        getrandom::fill(&mut nonce).expect("the OS random source works");
+        let trash = self
+            .config
+            .boxes_dir()
+            .join(format!(".trash-{id}-{}", nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+        let moved = match std::fs::rename(&entry.dir, &trash) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
+            Err(e) => {
+                entry.destroying.store(false, std::sync::atomic::Ordering::SeqCst);
+                return Err(io_internal("move aside", &entry.dir, e));
+            }
+        };
+        {
+            let mut execs = self.executions.write().unwrap();
+            execs.retain(|_, e| {
+                let keep = e.meta.box_id != id;
+                if !keep {
+                    e.mark_gone();
+                }
+                keep
+            });
+        }
+        self.boxes.write().unwrap().remove(id);
+        drop(slot);
+        if moved {
+            blocking(move || match std::fs::remove_dir_all(&trash) {
+                Ok(()) => Ok(()),
+                Err(e) => Err(io_internal("delete", &trash, e)),
+            })
+            .await?;
+        }
         Ok(true)
     }
 
@@ -549,6 +608,8 @@ impl BoxManager {
         }
         let id = if req.execution_id.is_empty() { executions::new_id() } else { req.execution_id.clone() };
         executions::validate_id(&id)?;
+        // One creation at a time: two Execs with the same id must not both create its directory.
+        let _creating = self.exec_lock.lock().await;
         if let Some(existing) = self.executions.read().unwrap().get(&id) {
             return Self::same_exec(existing, &req);
         }
@@ -582,21 +643,11 @@ impl BoxManager {
             let (dir, meta) = (dir.clone(), meta.clone());
             blocking(move || Execution::create(dir, meta, log_config)).await?
         };
-        {
-            let mut map = self.executions.write().unwrap();
-            if let Some(existing) = map.get(&id) {
-                // Lost a race with the same id.
-                let existing = existing.clone();
-                drop(map);
-                if existing.dir != dir {
-                    let _ = std::fs::remove_dir_all(&dir);
-                }
-                return Self::same_exec(&existing, &pb::ExecRequest { argv: meta.argv, ..Default::default() });
-            }
-            map.insert(id.clone(), exec.clone());
-        }
+        self.executions.write().unwrap().insert(id.clone(), exec.clone());
+        drop(_creating);
         if let Err(s) = agent.exec(meta.agent_request()).await {
             self.executions.write().unwrap().remove(&id);
+            exec.mark_gone();
             let _ = std::fs::remove_dir_all(&dir);
             return Err(RunnerError::from_agent(&format!("starting {:?} in box {:?}", meta.argv[0], entry.id), s));
         }
@@ -605,11 +656,11 @@ impl BoxManager {
     }
 
     fn same_exec(existing: &Execution, req: &pb::ExecRequest) -> Result<pb::Execution> {
-        if existing.meta.argv == req.argv {
+        if existing.meta.argv == req.argv && existing.meta.box_id == req.box_id {
             Ok(existing.to_proto())
         } else {
             Err(RunnerError::AlreadyExists(format!(
-                "execution {:?} already exists with another command; pick another execution_id",
+                "execution {:?} already exists with another command or in another box; pick another execution_id",
                 existing.id()
             )))
         }
@@ -695,6 +746,9 @@ impl BoxManager {
             return;
         }
         tracing::info!(count = expired.len(), "collecting finished executions past their retention time");
+        for e in &expired {
+            e.mark_gone();
+        }
         let _ = blocking(move || {
             for e in expired {
                 if let Err(err) = std::fs::remove_dir_all(&e.dir) {

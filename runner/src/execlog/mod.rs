@@ -184,10 +184,16 @@ impl ExecLog {
             let n = rest.len().min(record::MAX_DATA);
             let mut buf = Vec::with_capacity(HEADER + n);
             record::encode(stream, cursor, &rest[..n], &mut buf);
-            let seg = st.segments.last_mut().expect("roll made a segment");
-            let path = seg.path.clone();
-            seg.end += n as u64;
-            st.active.as_mut().unwrap().write_all(&buf).map_err(io_err(&path))?;
+            let path = st.segments.last().expect("roll made a segment").path.clone();
+            let before = st.active_bytes;
+            if let Err(e) = st.active.as_mut().unwrap().write_all(&buf) {
+                // Cut what may have been written partially, so the segment ends at a record boundary again and the
+                // next append (the pump retries) starts from the last good byte.
+                let f = st.active.take().unwrap();
+                let _ = f.set_len(before);
+                return Err(LogError::Io { path, source: e });
+            }
+            st.segments.last_mut().unwrap().end += n as u64;
             st.active_bytes += buf.len() as u64;
             cursor += n as u64;
             rest = &rest[n..];
@@ -212,10 +218,13 @@ impl ExecLog {
             }
         }
         if let Some(f) = st.active.take() {
-            let _ = f.sync_data();
+            let last = &st.segments.last().expect("an active segment exists").path;
+            f.sync_data().map_err(io_err(last))?;
         }
         let path = segment_path(&self.dir, cursor);
         let f = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        // The new file's directory entry must be durable too before anything in it is acknowledged.
+        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err(&self.dir))?;
         st.segments.push(Segment { start: cursor, end: cursor, path });
         st.active = Some(f);
         st.active_bytes = 0;
@@ -306,7 +315,14 @@ impl LogReader {
             }
             if self.file.is_none() {
                 let Some((start, _, path)) = self.log.locate(self.cursor)? else { continue };
-                let f = File::open(&path).map_err(io_err(&path))?;
+                let f = match File::open(&path) {
+                    Ok(f) => f,
+                    // Retention deleted the segment since it was located: the loop's top reports the gap.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.log.position().start > self.cursor => {
+                        continue;
+                    }
+                    Err(e) => return Err(io_err(&path)(e)),
+                };
                 self.file = Some((start, std::io::BufReader::with_capacity(256 * 1024, f), 0));
             }
             let (seg_start, f, offset) = self.file.as_mut().unwrap();

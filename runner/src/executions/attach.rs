@@ -44,8 +44,12 @@ pub async fn send_output(exec: Arc<Execution>, from: u64, tx: EventSender) {
     }
     let mut pos = exec.log.subscribe();
     let mut res = exec.subscribe_result();
+    let mut gone = exec.subscribe_gone();
     let mut reader = exec.log.reader(from);
     loop {
+        if *gone.borrow_and_update() {
+            break;
+        }
         pos.borrow_and_update();
         let result = res.borrow_and_update().clone();
         let (back, items) = match tokio::task::spawn_blocking(move || {
@@ -78,6 +82,7 @@ pub async fn send_output(exec: Arc<Execution>, from: u64, tx: EventSender) {
             tokio::select! {
                 c = pos.changed() => if c.is_err() { break },
                 c = res.changed() => if c.is_err() { break },
+                _ = gone.changed() => {}
                 _ = tx.closed() => return,
             }
             continue;

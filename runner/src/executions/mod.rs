@@ -120,6 +120,10 @@ pub struct Execution {
     pub dir: PathBuf,
     pub log: Arc<ExecLog>,
     result: watch::Sender<Option<ExecResult>>,
+    /// Serializes [`finish`](Execution::finish): the first result wins, on disk and in memory alike.
+    finish_lock: std::sync::Mutex<()>,
+    /// Set once the execution is deleted (its box destroyed, or collected): attaches end.
+    gone: watch::Sender<bool>,
     killed: AtomicBool,
     /// The stdin offset after the last write; None until known (after a runner restart it is asked of the agent).
     stdin_offset: tokio::sync::Mutex<Option<u64>>,
@@ -141,6 +145,8 @@ impl Execution {
             dir,
             log,
             result: watch::channel(None).0,
+            finish_lock: std::sync::Mutex::new(()),
+            gone: watch::channel(false).0,
             killed: AtomicBool::new(false),
             stdin_offset: tokio::sync::Mutex::new(Some(0)),
         }))
@@ -158,6 +164,8 @@ impl Execution {
             dir,
             log,
             result: watch::channel(result).0,
+            finish_lock: std::sync::Mutex::new(()),
+            gone: watch::channel(false).0,
             killed: AtomicBool::new(killed),
             stdin_offset: tokio::sync::Mutex::new(None),
         })))
@@ -179,6 +187,15 @@ impl Execution {
         self.result.borrow().is_some()
     }
 
+    /// Marks the execution deleted: attaches end with NOT_FOUND.
+    pub fn mark_gone(&self) {
+        self.gone.send_replace(true);
+    }
+
+    pub fn subscribe_gone(&self) -> watch::Receiver<bool> {
+        self.gone.subscribe()
+    }
+
     pub fn killed(&self) -> bool {
         self.killed.load(Ordering::SeqCst)
     }
@@ -195,6 +212,7 @@ impl Execution {
     /// Stores the final result once every output byte before it is durable; later calls are ignored (the first
     /// result wins).
     pub fn finish(&self, mut result: ExecResult) -> Result<()> {
+        let _guard = self.finish_lock.lock().unwrap();
         if self.is_finished() {
             return Ok(());
         }

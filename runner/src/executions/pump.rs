@@ -21,22 +21,32 @@ use crate::agent::{Agent, OutputEvent, OutputFollower};
 
 /// Output appended before one fsync and acknowledgement (the guest's ring holds 4 MiB by default).
 const BATCH_BYTES: usize = 1 << 20;
+const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 enum Step {
-    /// Try again (the stream was cut, the agent did not answer, the disk failed).
-    Retry(String),
-    /// The guest agent does not have the execution: it can never be followed again.
+    /// Try again (the stream was cut, the agent did not answer, the disk failed). `progressed`: output was stored
+    /// since the last attempt, so the backoff starts over.
+    Retry { why: String, progressed: bool },
+    /// The execution can never be followed again (the agent does not have it, or it no longer has the output the
+    /// log needs): finish it with what is stored.
     Gone(String),
+    /// The box is being destroyed.
+    Destroyed,
 }
 
-/// What one step read from the agent: chunks to store, and maybe the exit or a cut.
+fn retry(why: impl Into<String>) -> Step {
+    Step::Retry { why: why.into(), progressed: false }
+}
+
+/// What one step read from the agent: chunks to store, and maybe the exit, a cut, or a fatal error.
 #[derive(Default)]
 struct Batch {
     chunks: Vec<(u8, u64, Vec<u8>)>,
     bytes: usize,
     exit: Option<boxyard_proto::agent::ExecResult>,
     cut: Option<String>,
+    fatal: Option<String>,
 }
 
 impl Batch {
@@ -44,10 +54,14 @@ impl Batch {
         match ev {
             Ok(Some(OutputEvent::Data { stream, cursor, data })) => {
                 self.bytes += data.len();
-                self.chunks.push((stream as u8, cursor, data));
+                let stream = if stream == boxyard_proto::agent::Stream::Stderr { 2 } else { 1 };
+                self.chunks.push((stream, cursor, data));
             }
             Ok(Some(OutputEvent::Exit(r))) => self.exit = Some(r),
             Ok(None) => self.cut = Some("the output stream ended".to_string()),
+            Err(s) if s.code() == Code::DataLoss => {
+                self.fatal = Some(format!("the agent's output is inconsistent: {s}"))
+            }
             Err(s) => self.cut = Some(format!("the output stream failed: {s}")),
         }
     }
@@ -59,7 +73,8 @@ pub fn spawn(exec: Arc<Execution>, session: watch::Receiver<Option<Agent>>) -> t
 }
 
 async fn run(exec: Arc<Execution>, mut session: watch::Receiver<Option<Agent>>) {
-    let mut backoff = Duration::from_millis(50);
+    let mut backoff = MIN_BACKOFF;
+    let mut reissued = false;
     loop {
         if exec.is_finished() {
             return;
@@ -69,22 +84,16 @@ async fn run(exec: Arc<Execution>, mut session: watch::Receiver<Option<Agent>>) 
             finish_lost(&exec, "the box stopped before the execution finished".into()).await;
             return;
         };
-        let step = tokio::select! {
-            r = follow(&exec, agent) => r,
-            changed = session.changed() => {
-                if changed.is_err() {
-                    return; // The box is being destroyed.
-                }
-                Err(Step::Retry("the box's agent session changed".into()))
-            }
-        };
-        match step {
-            Ok(()) => return,
+        match follow(&exec, agent, &mut session, &mut reissued).await {
+            Ok(()) | Err(Step::Destroyed) => return,
             Err(Step::Gone(why)) => {
                 finish_lost(&exec, why).await;
                 return;
             }
-            Err(Step::Retry(why)) => {
+            Err(Step::Retry { why, progressed }) => {
+                if progressed {
+                    backoff = MIN_BACKOFF;
+                }
                 tracing::debug!(execution = exec.id(), "output pump: {why}; resuming in {backoff:?}");
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
@@ -105,34 +114,67 @@ async fn finish_lost(exec: &Arc<Execution>, why: String) {
     }
 }
 
+/// Waits for `fut` unless the session changes first. Only reads from the agent are raced against the session:
+/// storing output and the result always runs to completion.
+async fn or_session_change<T>(
+    fut: impl std::future::Future<Output = T>,
+    session: &mut watch::Receiver<Option<Agent>>,
+    progressed: bool,
+) -> Result<T, Step> {
+    tokio::select! {
+        r = fut => Ok(r),
+        c = session.changed() => Err(if c.is_err() {
+            Step::Destroyed
+        } else {
+            Step::Retry { why: "the box's agent session changed".into(), progressed }
+        }),
+    }
+}
+
 /// Follows the execution from the log's end until its result is stored.
-async fn follow(exec: &Arc<Execution>, mut agent: Agent) -> Result<(), Step> {
+async fn follow(
+    exec: &Arc<Execution>,
+    mut agent: Agent,
+    session: &mut watch::Receiver<Option<Agent>>,
+    reissued: &mut bool,
+) -> Result<(), Step> {
     let from = exec.log.position().end;
-    let mut f = match OutputFollower::start(&mut agent, exec.id(), from).await {
+    let started = or_session_change(OutputFollower::start(&mut agent, exec.id(), from), session, false).await?;
+    let mut f = match started {
         Ok(f) => f,
-        Err(s) if s.code() == Code::NotFound => {
+        Err(s) if s.code() == Code::NotFound && from == 0 && !*reissued => {
+            // The runner recorded the execution but stopped before the agent started it (the agent forgets an
+            // execution only after its result is stored): start it now; the agent is idempotent by id.
+            *reissued = true;
+            return match agent.exec(exec.meta.agent_request()).await {
+                Ok(_) => Err(retry("started the execution the agent did not have")),
+                Err(s) => Err(Step::Gone(format!("the execution could not be started: {}", s.message()))),
+            };
+        }
+        Err(s) if matches!(s.code(), Code::NotFound | Code::OutOfRange | Code::DataLoss) => {
             return Err(Step::Gone(format!(
-                "the guest agent no longer knows the execution (its VM restarted, or the process never started: {}); \
-                 output up to cursor {from} is kept",
+                "the guest agent can no longer provide this execution's output from cursor {from} ({}); \
+                 output up to there is kept",
                 s.message()
             )));
         }
-        Err(s) => return Err(Step::Retry(format!("cannot follow output: {s}"))),
+        Err(s) => return Err(retry(format!("cannot follow output: {s}"))),
     };
+    let mut progressed = false;
     loop {
         let mut batch = Batch::default();
-        batch.take(f.next().await);
-        while batch.exit.is_none() && batch.cut.is_none() && batch.bytes < BATCH_BYTES {
+        batch.take(or_session_change(f.next(), session, progressed).await?);
+        while batch.exit.is_none() && batch.cut.is_none() && batch.fatal.is_none() && batch.bytes < BATCH_BYTES {
             match f.next().now_or_never() {
                 Some(ev) => batch.take(ev),
                 None => break,
             }
         }
-        let Batch { chunks: batch, exit, cut, .. } = batch;
-        if !batch.is_empty() {
+        let Batch { chunks, exit, cut, fatal, .. } = batch;
+        if !chunks.is_empty() {
             let log = exec.log.clone();
             let stored = tokio::task::spawn_blocking(move || {
-                for (stream, cursor, data) in &batch {
+                for (stream, cursor, data) in &chunks {
                     log.append(*stream, *cursor, data)?;
                 }
                 log.sync()?;
@@ -140,9 +182,12 @@ async fn follow(exec: &Arc<Execution>, mut agent: Agent) -> Result<(), Step> {
             })
             .await;
             match stored {
-                Ok(Ok(end)) => f.ack(end).await,
-                Ok(Err(e)) => return Err(Step::Retry(format!("cannot store output: {e}"))),
-                Err(e) => return Err(Step::Retry(format!("cannot store output: {e}"))),
+                Ok(Ok(end)) => {
+                    progressed = true;
+                    f.ack(end).await
+                }
+                Ok(Err(e)) => return Err(Step::Retry { why: format!("cannot store output: {e}"), progressed }),
+                Err(e) => return Err(Step::Retry { why: format!("cannot store output: {e}"), progressed }),
             }
         }
         if let Some(r) = exit {
@@ -151,15 +196,18 @@ async fn follow(exec: &Arc<Execution>, mut agent: Agent) -> Result<(), Step> {
             let stored = tokio::task::spawn_blocking(move || e.finish(ExecResult::from_agent(&r, killed))).await;
             match stored {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(Step::Retry(format!("cannot store the result: {e}"))),
-                Err(e) => return Err(Step::Retry(format!("cannot store the result: {e}"))),
+                Ok(Err(e)) => return Err(Step::Retry { why: format!("cannot store the result: {e}"), progressed }),
+                Err(e) => return Err(Step::Retry { why: format!("cannot store the result: {e}"), progressed }),
             }
             // The result is durable: the guest may forget the execution.
             let _ = agent.release(ReleaseRequest { exec_id: exec.id().into() }).await;
             return Ok(());
         }
+        if let Some(why) = fatal {
+            return Err(Step::Gone(why));
+        }
         if let Some(why) = cut {
-            return Err(Step::Retry(why));
+            return Err(Step::Retry { why, progressed });
         }
     }
 }

@@ -62,6 +62,21 @@ pub async fn serve(
 
 type R<T> = Result<Response<T>, Status>;
 
+/// Ends an attach with an input error, unless the execution has finished meanwhile (a signal or resize racing the
+/// exit is not an error worth cutting the rest of the output for).
+async fn report(
+    exec: &crate::executions::Execution,
+    weak: &mpsc::WeakSender<Result<pb::AttachEvent, Status>>,
+    e: RunnerError,
+) {
+    if exec.is_finished() {
+        return;
+    }
+    if let Some(tx) = weak.upgrade() {
+        let _ = tx.send(Err(e.into())).await;
+    }
+}
+
 fn ok<T>(v: T) -> R<T> {
     Ok(Response::new(v))
 }
@@ -193,12 +208,30 @@ impl Runner for RunnerService {
         tokio::spawn(attach::send_output(exec.clone(), start.from_cursor, tx));
         let mgr = self.mgr.clone();
         tokio::spawn(async move {
+            // stdin is written in order (a full pipe may hold a write); signals and resizes run beside it, so a
+            // Ctrl-C is never stuck behind input the process does not read.
+            let (stdin_tx, mut stdin_rx) = mpsc::channel::<pb::StdinData>(4);
+            let (m, x, w) = (mgr.clone(), exec.clone(), weak.clone());
+            tokio::spawn(async move {
+                while let Some(s) = stdin_rx.recv().await {
+                    let r = match m.agent_of(&x) {
+                        Ok(mut a) => x.write_stdin(&mut a, s.data, s.eof, s.offset).await.map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = r {
+                        report(&x, &w, e).await;
+                        return;
+                    }
+                }
+            });
             while let Ok(Some(msg)) = inbound.message().await {
                 let r = match msg.msg {
-                    Some(pb::attach_request::Msg::Stdin(s)) => match mgr.agent_of(&exec) {
-                        Ok(mut a) => exec.write_stdin(&mut a, s.data, s.eof, s.offset).await.map(|_| ()),
-                        Err(e) => Err(e),
-                    },
+                    Some(pb::attach_request::Msg::Stdin(s)) => {
+                        if stdin_tx.send(s).await.is_err() {
+                            return;
+                        }
+                        Ok(())
+                    }
                     Some(pb::attach_request::Msg::Resize(t)) => mgr.resize(exec.id(), Some(t)).await,
                     Some(pb::attach_request::Msg::Signal(sig)) => mgr.signal(exec.id(), &sig).await,
                     Some(pb::attach_request::Msg::Start(_)) => {
@@ -207,9 +240,7 @@ impl Runner for RunnerService {
                     None => Ok(()),
                 };
                 if let Err(e) = r {
-                    if let Some(tx) = weak.upgrade() {
-                        let _ = tx.send(Err(e.into())).await;
-                    }
+                    report(&exec, &weak, e).await;
                     return;
                 }
             }
