@@ -15,7 +15,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::process::Command;
 
-use super::process::{VmProcess, read_pid_file};
+use super::process::{VmProcess, read_pid_file, slot_status};
 use super::{Vm, VmBackend, VmError, VmSpec, VmStatus};
 
 /// How long a killed local agent gets to kill its executions before SIGKILL.
@@ -84,14 +84,20 @@ impl LocalVm {
         let _ = std::fs::remove_file(self.spec.run_dir.join("guest.pid"));
     }
 
+    /// How the process ended, if it has; removes the runtime files the first time the end is seen.
     fn poll_exit(&mut self) -> Option<String> {
-        let p = self.process.as_mut()?;
-        let was_running = !p.ended();
-        let ended = p.poll_exit();
-        if ended.is_some() && was_running {
+        match self.status_now() {
+            VmStatus::Stopped { detail } => Some(detail),
+            _ => None,
+        }
+    }
+
+    fn status_now(&mut self) -> VmStatus {
+        let (status, just_ended) = slot_status(&mut self.process);
+        if just_ended {
             self.cleanup();
         }
-        ended
+        status
     }
 }
 
@@ -156,12 +162,6 @@ impl Vm for LocalVm {
     }
 
     async fn status(&mut self) -> VmStatus {
-        if let Some(detail) = self.poll_exit() {
-            return VmStatus::Stopped { detail };
-        }
-        match self.process.as_ref().and_then(|p| p.pid()) {
-            Some(pid) => VmStatus::Running { pid },
-            None => VmStatus::Created,
-        }
+        self.status_now()
     }
 }

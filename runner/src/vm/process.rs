@@ -12,7 +12,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use tokio::process::{Child, Command};
 
-use super::VmError;
+use super::{VmError, VmStatus};
 
 /// How often an adopted process is polled for its end.
 const POLL: Duration = Duration::from_millis(50);
@@ -146,5 +146,16 @@ impl VmProcess {
 
     pub fn ended(&self) -> bool {
         self.ended.is_some()
+    }
+}
+
+/// The status of a VM's process slot, and whether this call is the first to see it ended (the caller then removes
+/// the VM's runtime files once).
+pub fn slot_status(slot: &mut Option<VmProcess>) -> (VmStatus, bool) {
+    let Some(p) = slot.as_mut() else { return (VmStatus::Created, false) };
+    let was_running = !p.ended();
+    match p.poll_exit() {
+        Some(detail) => (VmStatus::Stopped { detail }, was_running),
+        None => (p.pid().map_or(VmStatus::Created, |pid| VmStatus::Running { pid }), false),
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use super::process::{VmProcess, read_pid_file};
+use super::process::{VmProcess, read_pid_file, slot_status};
 use super::{Vm, VmBackend, VmError, VmSpec, VmStatus};
 pub use cmdline::{Accel, Machine};
 
@@ -84,15 +84,20 @@ impl QemuVm {
         }
     }
 
-    /// How the process ended, cleaning up its runtime files once.
+    /// How the process ended, if it has; removes the runtime files the first time the end is seen.
     fn poll_exit(&mut self) -> Option<String> {
-        let p = self.process.as_mut()?;
-        let was_running = !p.ended();
-        let ended = p.poll_exit();
-        if ended.is_some() && was_running {
+        match self.status_now() {
+            VmStatus::Stopped { detail } => Some(detail),
+            _ => None,
+        }
+    }
+
+    fn status_now(&mut self) -> VmStatus {
+        let (status, just_ended) = slot_status(&mut self.process);
+        if just_ended {
             self.cleanup();
         }
-        ended
+        status
     }
 
     fn qemu_log_tail(&self) -> String {
@@ -169,12 +174,6 @@ impl Vm for QemuVm {
     }
 
     async fn status(&mut self) -> VmStatus {
-        if let Some(detail) = self.poll_exit() {
-            return VmStatus::Stopped { detail };
-        }
-        match self.process.as_ref().and_then(|p| p.pid()) {
-            Some(pid) => VmStatus::Running { pid },
-            None => VmStatus::Created,
-        }
+        self.status_now()
     }
 }
