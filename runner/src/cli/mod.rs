@@ -31,13 +31,13 @@ pub struct Cli {
 pub enum Command {
     /// Run the runner agent: serve the runner API (gRPC over TLS), keep boxes and their executions' output logs in
     /// the state directory, re-adopt boxes that outlived an earlier runner process.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Benchmarks of the execution output path (they print numbers; there are no pass/fail thresholds).
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Drive a single VM by hand (development and diagnostics).
     #[command(subcommand)]
-    Vm(VmCommand),
+    Vm(Box<VmCommand>),
 }
 
 #[derive(Subcommand, Debug)]
@@ -147,12 +147,14 @@ impl GuestOptions {
 
 pub async fn run(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Bench(BenchCommand::Log(args)) => {
             tokio::task::spawn_blocking(move || bench_output::log(args)).await?.map(|_| 0)
         }
         Command::Bench(BenchCommand::Attach(args)) => bench_output::attach(args).await.map(|_| 0),
-        Command::Vm(VmCommand::Run(args)) => vm_run::run(args).await,
-        Command::Vm(VmCommand::Bench(args)) => bench::run(args).await.map(|_| 0),
+        Command::Vm(vm) => match *vm {
+            VmCommand::Run(args) => vm_run::run(args).await,
+            VmCommand::Bench(args) => bench::run(args).await.map(|_| 0),
+        },
     }
 }

@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use boxyard_runner::boxes::BoxManager;
 use boxyard_runner::config::RunnerConfig;
 use boxyard_runner::execlog::LogConfig;
+use boxyard_runner::registration;
 use boxyard_runner::service::{self, tls};
 use boxyard_runner::vm::VmBackend;
 use boxyard_runner::vm::local::LocalBackend;
@@ -64,6 +65,127 @@ pub struct ServeArgs {
     pub gc_interval: Duration,
     #[command(flatten)]
     pub guest: GuestOptions,
+    #[command(flatten)]
+    pub fleet: FleetOptions,
+}
+
+/// Joining a control plane. Without --controlplane the runner is standalone and its API needs no token (tests and
+/// development; keep it on loopback).
+#[derive(Args, Debug)]
+pub struct FleetOptions {
+    /// The control plane's runner registry, http://host:port or https://host:port.
+    #[arg(long, env = "BOXYARD_CONTROLPLANE")]
+    pub controlplane: Option<String>,
+    /// CA certificate (PEM) that signs the registry's certificate (https only).
+    #[arg(long, env = "BOXYARD_CONTROLPLANE_CA")]
+    pub controlplane_ca: Option<PathBuf>,
+    /// Join token for the first registration (from a platform admin). Not needed once registered.
+    #[arg(long, env = "BOXYARD_JOIN_TOKEN", hide_env_values = true)]
+    pub join_token: Option<String>,
+    /// This runner's name in the fleet (default: the host name).
+    #[arg(long, env = "BOXYARD_RUNNER_NAME")]
+    pub name: Option<String>,
+    /// host:port the control plane reaches the runner API at (default: the listen address, when it is not a
+    /// wildcard).
+    #[arg(long, env = "BOXYARD_RUNNER_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// The name the runner's TLS certificate is valid for (default: the host of --advertise).
+    #[arg(long, env = "BOXYARD_RUNNER_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
+    /// CA (PEM) the control plane should trust for this runner's certificate (default: the certificate itself,
+    /// right for self-signed certificates such as --tls-dev's).
+    #[arg(long, env = "BOXYARD_RUNNER_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// A label for box placement, key=value (repeatable).
+    #[arg(long = "label", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// vCPUs offered to boxes (default: the host's CPUs).
+    #[arg(long, env = "BOXYARD_RUNNER_CAPACITY_VCPUS")]
+    pub capacity_vcpus: Option<u32>,
+    /// Memory offered to boxes (default: the host's memory minus 1 GiB).
+    #[arg(long, value_parser = parse_size, env = "BOXYARD_RUNNER_CAPACITY_MEMORY")]
+    pub capacity_memory: Option<u64>,
+    /// Disk offered to boxes' writable disks.
+    #[arg(long, value_parser = parse_size, default_value = "100GiB", env = "BOXYARD_RUNNER_CAPACITY_DISK")]
+    pub capacity_disk: u64,
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not key=value")),
+    }
+}
+
+fn host_memory_bytes() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map(|kb| kb * 1024)
+        .unwrap_or(0)
+}
+
+fn host_name() -> String {
+    let raw = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_else(|_| "runner".into());
+    let n: String = raw
+        .trim()
+        .to_ascii_lowercase()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' || c == '-' { c } else { '-' })
+        .collect();
+    if n.is_empty() { "runner".into() } else { n }
+}
+
+impl FleetOptions {
+    fn membership(
+        &self,
+        listen: std::net::SocketAddr,
+        cert_pem: &str,
+        api_token: String,
+        backend: &str,
+    ) -> anyhow::Result<Option<registration::Membership>> {
+        let Some(cp) = &self.controlplane else { return Ok(None) };
+        let advertise = match &self.advertise {
+            Some(a) => a.clone(),
+            None if listen.ip().is_unspecified() => {
+                bail!("the runner listens on a wildcard address: pass --advertise host:port for the control plane")
+            }
+            None => listen.to_string(),
+        };
+        let host =
+            advertise.rsplit_once(':').map(|(h, _)| h.trim_matches(['[', ']'])).unwrap_or(&advertise).to_string();
+        let read = |p: &PathBuf| std::fs::read_to_string(p).with_context(|| format!("cannot read {}", p.display()));
+        let ca = match &self.tls_ca {
+            Some(p) => read(p)?,
+            None => cert_pem.to_string(),
+        };
+        let mem_mib = self.capacity_memory.unwrap_or_else(|| host_memory_bytes().saturating_sub(1 << 30)) >> 20;
+        let vcpus =
+            self.capacity_vcpus.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get() as u32));
+        if vcpus == 0 || mem_mib == 0 {
+            bail!("--capacity-vcpus and --capacity-memory must be positive");
+        }
+        Ok(Some(registration::Membership {
+            controlplane: cp.clone(),
+            controlplane_ca: self.controlplane_ca.as_ref().map(read).transpose()?,
+            join_token: self.join_token.clone(),
+            name: self.name.clone().unwrap_or_else(host_name),
+            endpoint: boxyard_proto::registry::Endpoint {
+                address: advertise,
+                tls_server_name: self.tls_server_name.clone().unwrap_or(host),
+                tls_ca_pem: ca,
+                api_token,
+            },
+            labels: self.labels.iter().cloned().collect(),
+            capacity: boxyard_proto::registry::Capacity {
+                vcpus,
+                memory_mib: mem_mib,
+                disk_mib: self.capacity_disk >> 20,
+            },
+            backend: backend.to_string(),
+        }))
+    }
 }
 
 async fn shutdown_signal() {
@@ -123,19 +245,47 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         "boxyard-runner: serving the runner API on {addr} (TLS, backend {backend_name}); {} boxes, {running} running",
         inv.boxes.len()
     );
+    let api_token = match &args.fleet.controlplane {
+        Some(_) => Some(registration::api_token(&args.state_dir)?),
+        None => None,
+    };
+    let membership =
+        args.fleet.membership(addr, &tls.cert_pem, api_token.clone().unwrap_or_default(), &backend_name)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let fleet = membership.map(|m| {
+        eprintln!("boxyard-runner: joining the control plane at {} as {:?}", m.controlplane, m.name);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(registration::run(m, args.state_dir.clone(), mgr.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }))
+    });
     let shutdown = async {
         shutdown_signal().await;
         eprintln!("boxyard-runner: shutting down; boxes keep running and are re-adopted on the next start");
     };
     // Long-lived attach streams would hold a graceful shutdown open: give them a few seconds.
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let serve = service::serve(mgr, listener, tls.server_config(), async move {
+    let serve = service::serve(mgr, listener, tls.server_config(), api_token, async move {
         let _ = rx.await;
     });
     tokio::pin!(serve);
     tokio::select! {
         r = &mut serve => r.context("the runner API server failed")?,
+        r = async {
+            match fleet {
+                Some(f) => f.await,
+                None => std::future::pending().await,
+            }
+        } => {
+            // Only a permanent registration failure ends the membership task.
+            match r {
+                Ok(Err(e)) => bail!("{e}"),
+                Ok(Ok(())) => {}
+                Err(e) => bail!("the membership task failed: {e}"),
+            }
+        }
         _ = shutdown => {
+            let _ = stop_tx.send(true);
             let _ = tx.send(());
             let _ = tokio::time::timeout(Duration::from_secs(5), serve).await;
         }

@@ -44,20 +44,40 @@ impl RunnerService {
 }
 
 /// Serves the runner API on `listener` over TLS until `shutdown` completes.
+///
+/// `api_token`: when set (the runner belongs to a control plane), every call must carry
+/// `authorization: Bearer <api_token>`; others get UNAUTHENTICATED.
 pub async fn serve(
     mgr: Arc<BoxManager>,
     listener: TcpListener,
     tls: ServerTlsConfig,
+    api_token: Option<String>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let expected = api_token.map(|t| format!("Bearer {t}"));
+    let auth = move |req: Request<()>| -> Result<Request<()>, Status> {
+        let Some(expected) = &expected else { return Ok(req) };
+        let given = req.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or("");
+        if constant_time_eq(given.as_bytes(), expected.as_bytes()) {
+            Ok(req)
+        } else {
+            Err(Status::unauthenticated("this runner only serves the control plane it registered with"))
+        }
+    };
     Server::builder()
         .tls_config(tls)?
+        .trace_fn(boxyard_telemetry::grpc_span)
+        .layer(tonic::service::InterceptorLayer::new(auth))
         .http2_keepalive_interval(Some(Duration::from_secs(20)))
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .add_service(RunnerService::new(mgr).into_server())
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 type R<T> = Result<Response<T>, Status>;

@@ -1,0 +1,209 @@
+//! `GET /v1/boxes/{id}/executions/{eid}/attach?cursor=N`: the WebSocket attach, bridged to the runner's Attach
+//! stream. The protocol is in docs/api.md ("Attach"):
+//!
+//! - server → client, binary: `[stream: u8 (1 stdout, 2 stderr)][cursor: u64 big-endian][data]`;
+//! - server → client, text JSON: `{"type":"gap","from":..,"to":..}`, `{"type":"exit",...}` (after all output, then
+//!   the server closes), `{"type":"error","code":..,"message":..}`;
+//! - client → server, binary: stdin bytes; text JSON: `{"type":"resize","rows":..,"cols":..}`,
+//!   `{"type":"signal","signal":".."}`, `{"type":"stdin_eof"}`.
+//!
+//! The runner stream is opened before the upgrade, so a bad cursor or an unknown execution is an HTTP error, not a
+//! WebSocket that closes at once.
+
+use std::time::Duration;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
+use axum::response::Response;
+use boxyard_proto::runner as pb;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Streaming;
+use uuid::Uuid;
+
+use super::extract::{Query, id};
+use super::model::AttachParams;
+use crate::auth::Principal;
+use crate::boxes;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::executions;
+use crate::state::AppState;
+
+/// Ping interval on idle connections (keeps proxies from closing them; a dead peer is noticed).
+const PING_EVERY: Duration = Duration::from_secs(20);
+/// Attach activity is recorded on the box this often (postpones auto-stop).
+const TOUCH_EVERY: Duration = Duration::from_secs(30);
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+enum ClientMessage {
+    Resize { rows: u32, cols: u32 },
+    Signal { signal: String },
+    StdinEof,
+}
+
+/// Attach to an execution (WebSocket).
+///
+/// Streams output from `cursor` (default 0) to the end, then an `exit` message. Reconnect with the cursor after
+/// the last byte received to resume with nothing lost or repeated.
+#[utoipa::path(get, path = "/v1/boxes/{id}/executions/{eid}/attach", tag = "executions",
+    params(("id" = Uuid, Path), ("eid" = Uuid, Path), AttachParams),
+    responses((status = 101, description = "WebSocket upgrade; see docs/api.md for the frames"),
+        (status = 400, body = ErrorBody, description = "invalid_cursor"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn attach(
+    State(st): State<AppState>,
+    p: Principal,
+    Path((bid, eid)): Path<(String, String)>,
+    Query(q): Query<AttachParams>,
+    ws: WebSocketUpgrade,
+) -> ApiResult<Response> {
+    let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
+    let x = executions::get(&st, &b, id(&eid, "execution")?).await?;
+    let runner = match (b.runner_id, b.state.as_str()) {
+        (Some(r), "running" | "stopping" | "stopped") => r,
+        (_, s) => {
+            return Err(ApiError::conflict(
+                "box_not_running",
+                format!("box {} is {s}; its output is on a runner that cannot be reached", b.id),
+            ));
+        }
+    };
+    let (_, mut client) = st.runners.for_runner(&st.db, runner).await?;
+    let (tx, rx) = mpsc::channel::<pb::AttachRequest>(16);
+    let start = pb::AttachRequest {
+        msg: Some(pb::attach_request::Msg::Start(pb::AttachStart {
+            execution_id: x.id.to_string(),
+            from_cursor: q.cursor.unwrap_or(0),
+        })),
+    };
+    tx.send(start).await.expect("the channel is open and empty");
+    let mut events = client.attach(ReceiverStream::new(rx)).await.map_err(cursor_error)?.into_inner();
+    // The runner answers `attached` first, or an error (bad cursor, unknown execution).
+    match events.message().await.map_err(cursor_error)? {
+        Some(pb::AttachEvent { event: Some(pb::attach_event::Event::Attached(_)) }) => {}
+        other => return Err(ApiError::internal(format!("the runner opened the attach with {other:?}"))),
+    }
+    let box_id = b.id;
+    Ok(ws.on_upgrade(move |socket| async move {
+        st.metrics.attaches.inc();
+        let _ = boxes::touch(&st.db, box_id).await;
+        bridge(&st, box_id, socket, events, tx).await;
+        let _ = boxes::touch(&st.db, box_id).await;
+        st.metrics.attaches.dec();
+    }))
+}
+
+fn cursor_error(s: tonic::Status) -> ApiError {
+    if s.code() == tonic::Code::OutOfRange {
+        ApiError::bad_request("invalid_cursor", s.message().to_string())
+    } else {
+        s.into()
+    }
+}
+
+fn text(v: serde_json::Value) -> Message {
+    Message::Text(v.to_string().into())
+}
+
+fn exit_message(r: &pb::ExecutionResult) -> Message {
+    let (exit_code, signal) = match &r.outcome {
+        Some(pb::execution_result::Outcome::ExitCode(c)) => (Some(*c), None),
+        Some(pb::execution_result::Outcome::Signal(s)) => (None, Some(s.clone())),
+        None => (None, None),
+    };
+    text(json!({
+        "type": "exit",
+        "exit_code": exit_code,
+        "signal": signal,
+        "timed_out": r.timed_out,
+        "killed": r.killed,
+        "error": if r.error.is_empty() { None } else { Some(&r.error) },
+        "output_end": r.output_end,
+    }))
+}
+
+/// Encodes an output record as a binary frame.
+pub fn output_frame(o: &pb::OutputRecord) -> Message {
+    let mut buf = Vec::with_capacity(9 + o.data.len());
+    buf.push(o.stream as u8);
+    buf.extend_from_slice(&o.cursor.to_be_bytes());
+    buf.extend_from_slice(&o.data);
+    Message::Binary(buf.into())
+}
+
+async fn bridge(
+    st: &AppState,
+    box_id: Uuid,
+    mut socket: WebSocket,
+    mut events: Streaming<pb::AttachEvent>,
+    tx: mpsc::Sender<pb::AttachRequest>,
+) {
+    let mut ping = tokio::time::interval(PING_EVERY);
+    ping.tick().await;
+    let mut touch = tokio::time::interval(TOUCH_EVERY);
+    touch.tick().await;
+    loop {
+        tokio::select! {
+            ev = events.message() => {
+                let msg = match ev {
+                    Ok(Some(pb::AttachEvent { event: Some(e) })) => match e {
+                        pb::attach_event::Event::Output(o) => output_frame(&o),
+                        pb::attach_event::Event::Gap(g) => text(json!({"type": "gap", "from": g.from, "to": g.to})),
+                        pb::attach_event::Event::Exit(r) => {
+                            let _ = socket.send(exit_message(&r)).await;
+                            let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "exited".into() }))).await;
+                            return;
+                        }
+                        pb::attach_event::Event::Attached(_) => continue,
+                    },
+                    Ok(Some(_)) => continue,
+                    Ok(None) => {
+                        let _ = socket.send(text(json!({"type": "error", "code": "runner_closed",
+                            "message": "the runner ended the stream without a result; reconnect with your last cursor"}))).await;
+                        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1011, reason: "runner closed".into() }))).await;
+                        return;
+                    }
+                    Err(s) => {
+                        let e = ApiError::from(s);
+                        let _ = socket.send(text(json!({"type": "error", "code": e.code(), "message": e.body.message}))).await;
+                        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1011, reason: "runner error".into() }))).await;
+                        return;
+                    }
+                };
+                if socket.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            m = socket.recv() => {
+                let req = match m {
+                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
+                    Some(Ok(Message::Binary(data))) => pb::attach_request::Msg::Stdin(pb::StdinData { data: data.to_vec(), eof: false, offset: None }),
+                    Some(Ok(Message::Text(t))) => match serde_json::from_str::<ClientMessage>(t.as_str()) {
+                        Ok(ClientMessage::Resize { rows, cols }) => pb::attach_request::Msg::Resize(pb::Tty { rows, cols }),
+                        Ok(ClientMessage::Signal { signal }) => pb::attach_request::Msg::Signal(signal),
+                        Ok(ClientMessage::StdinEof) => pb::attach_request::Msg::Stdin(pb::StdinData { data: vec![], eof: true, offset: None }),
+                        Err(e) => {
+                            let msg = text(json!({"type": "error", "code": "invalid_message", "message": format!("unknown client message: {e}")}));
+                            if socket.send(msg).await.is_err() { return; }
+                            continue;
+                        }
+                    },
+                    Some(Ok(_)) => continue,
+                };
+                if tx.send(pb::AttachRequest { msg: Some(req) }).await.is_err() {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+            _ = touch.tick() => {
+                let _ = boxes::touch(&st.db, box_id).await;
+            }
+        }
+    }
+}

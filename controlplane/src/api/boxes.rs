@@ -1,0 +1,208 @@
+//! `/v1/boxes`: create, list, get, start, stop, delete.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use uuid::Uuid;
+
+use super::extract::{Body, Query, id};
+use super::idempotency;
+use super::model::*;
+use crate::auth::Principal;
+use crate::boxes::{self, NewBox, SELECT_BOX};
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::state::AppState;
+
+pub const MAX_VCPUS: i64 = 256;
+pub const MAX_MEMORY_MIB: i64 = 1 << 20;
+pub const MAX_DISK_MIB: i64 = 16 << 20;
+const MAX_SECONDS: i64 = 365 * 24 * 3600;
+
+fn range(field: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> ApiResult<i64> {
+    let v = v.unwrap_or(default);
+    if v < min || v > max {
+        return Err(ApiError::invalid(format!("{field} must be between {min} and {max} (got {v})")));
+    }
+    Ok(v)
+}
+
+pub fn check_map(field: &str, m: &BTreeMap<String, String>, env: bool) -> ApiResult<()> {
+    if m.len() > 256 {
+        return Err(ApiError::invalid(format!("{field} has {} entries; at most 256 are allowed", m.len())));
+    }
+    for (k, v) in m {
+        let bad_key = k.is_empty() || k.len() > 256 || k.contains('\0') || (env && k.contains('='));
+        if bad_key || v.len() > 32 * 1024 || v.contains('\0') {
+            return Err(ApiError::invalid(format!(
+                "{field}: entry {k:?} is not valid (keys 1..256 bytes{}, values at most 32 KiB, no NUL bytes)",
+                if env { " without '='" } else { "" }
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn validate(st: &AppState, c: CreateBox) -> ApiResult<NewBox> {
+    let cfg = &st.config;
+    if c.name.as_ref().is_some_and(|n| n.len() > 128) {
+        return Err(ApiError::invalid("name must be at most 128 bytes"));
+    }
+    if let Some(s) = &c.snapshot {
+        return Err(ApiError::invalid(format!(
+            "snapshot {s:?}: this control plane has no snapshot store yet; omit `snapshot` to boot the runners' \
+             default image"
+        ))
+        .with_code("snapshot_not_found"));
+    }
+    check_map("env", &c.env, true)?;
+    check_map("labels", &c.labels, false)?;
+    check_map("runner_selector", &c.runner_selector, false)?;
+    let secs = |f: &str, v: Option<i64>| -> ApiResult<Option<i32>> {
+        v.map(|v| range(f, Some(v), 0, 1, MAX_SECONDS).map(|v| v as i32)).transpose()
+    };
+    Ok(NewBox {
+        name: c.name,
+        snapshot: c.snapshot,
+        vcpus: range("vcpus", c.vcpus, cfg.default_vcpus.into(), 1, MAX_VCPUS)? as i32,
+        memory_mib: range("memory_mib", c.memory_mib, cfg.default_memory_mib as i64, 64, MAX_MEMORY_MIB)?,
+        disk_mib: range("disk_mib", c.disk_mib, cfg.default_disk_mib as i64, 64, MAX_DISK_MIB)?,
+        env: c.env,
+        labels: c.labels,
+        runner_selector: c.runner_selector,
+        auto_stop_seconds: secs("auto_stop_seconds", c.auto_stop_seconds)?,
+        ttl_seconds: secs("ttl_seconds", c.ttl_seconds)?,
+    })
+}
+
+/// Create a box.
+///
+/// Waits until the box runs (201) unless `wait=false` (202, `pending`). Honours `Idempotency-Key`.
+#[utoipa::path(post, path = "/v1/boxes", tag = "boxes", params(WaitParam, ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    request_body = CreateBox,
+    responses((status = 201, body = BoxView, description = "The box runs"), (status = 202, body = BoxView, description = "Accepted (wait=false)"),
+        (status = 422, body = ErrorBody, description = "Invalid request or per-box quota"), (status = 429, body = ErrorBody, description = "quota_exceeded"),
+        (status = 503, body = ErrorBody, description = "no_capacity / no_runner_matches (with retry_after)")))]
+pub async fn create(
+    State(st): State<AppState>,
+    p: Principal,
+    Query(w): Query<WaitParam>,
+    headers: HeaderMap,
+    body: Body<CreateBox>,
+) -> Response {
+    let wait = w.wait.unwrap_or(true);
+    let op = format!("create_box wait={wait}");
+    let st2 = st.clone();
+    idempotency::run(&st, &headers, p.org_id, &op, &body.hash, async move {
+        let nb = validate(&st2, body.value)?;
+        let row = boxes::create(&st2, p.org_id, nb).await?;
+        if !wait {
+            let st3 = st2.clone();
+            let r = row.clone();
+            tokio::spawn(async move {
+                if let Err(e) = boxes::place(&st3, &r).await {
+                    tracing::info!(box_id = %r.id, "placement failed: {e}");
+                }
+            });
+            return Ok((StatusCode::ACCEPTED, BoxView::from(row)));
+        }
+        match boxes::place(&st2, &row).await {
+            Ok(b) => Ok((StatusCode::CREATED, BoxView::from(b))),
+            Err(e) => {
+                // The create failed as a whole: the box does not stay behind.
+                let _ = sqlx::query(
+                    "UPDATE boxes SET deleted_at = now(), destroyed_at = now(), desired_state = 'deleted' WHERE id = $1",
+                )
+                .bind(row.id)
+                .execute(&st2.db)
+                .await;
+                Err(e)
+            }
+        }
+    })
+    .await
+}
+
+/// List boxes (newest last), paginated.
+#[utoipa::path(get, path = "/v1/boxes", tag = "boxes", params(ListParams),
+    responses((status = 200, body = BoxList), (status = 400, body = ErrorBody)))]
+pub async fn list(
+    State(st): State<AppState>,
+    p: Principal,
+    Query(q): Query<ListParams>,
+) -> ApiResult<axum::Json<BoxList>> {
+    let limit = range("limit", q.limit, 50, 1, 200)?;
+    let after = match &q.cursor {
+        Some(c) => Some(
+            Uuid::parse_str(c)
+                .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))?,
+        ),
+        None => None,
+    };
+    let label = match &q.label {
+        Some(l) => {
+            let (k, v) =
+                l.split_once('=').ok_or_else(|| ApiError::bad_request("invalid_query", "label must be key=value"))?;
+            Some(serde_json::json!({ k: v }))
+        }
+        None => None,
+    };
+    let rows: Vec<boxes::BoxRow> = sqlx::query_as(sql!(
+        "{SELECT_BOX} WHERE org_id = $1 AND deleted_at IS NULL AND ($2::uuid IS NULL OR id > $2)
+            AND ($3::text IS NULL OR state = $3) AND ($4::jsonb IS NULL OR labels @> $4)
+          ORDER BY id LIMIT $5"
+    ))
+    .bind(p.org_id)
+    .bind(after)
+    .bind(&q.state)
+    .bind(label)
+    .bind(limit + 1)
+    .fetch_all(&st.db)
+    .await?;
+    let mut items: Vec<BoxView> = rows.into_iter().map(BoxView::from).collect();
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|b| b.id.to_string())
+    } else {
+        None
+    };
+    Ok(axum::Json(BoxList { items, next_cursor }))
+}
+
+/// Get a box.
+#[utoipa::path(get, path = "/v1/boxes/{id}", tag = "boxes", params(("id" = Uuid, Path)),
+    responses((status = 200, body = BoxView), (status = 404, body = ErrorBody)))]
+pub async fn get(State(st): State<AppState>, p: Principal, Path(bid): Path<String>) -> ApiResult<axum::Json<BoxView>> {
+    let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
+    Ok(axum::Json(b.into()))
+}
+
+/// Start a stopped box (on the runner that has its disk).
+#[utoipa::path(post, path = "/v1/boxes/{id}/start", tag = "boxes", params(("id" = Uuid, Path)),
+    responses((status = 200, body = BoxView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 503, body = ErrorBody)))]
+pub async fn start(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(bid): Path<String>,
+) -> ApiResult<axum::Json<BoxView>> {
+    let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
+    Ok(axum::Json(boxes::start(&st, &b).await?.into()))
+}
+
+/// Stop a box (its disk is kept; start boots it again).
+#[utoipa::path(post, path = "/v1/boxes/{id}/stop", tag = "boxes", params(("id" = Uuid, Path)),
+    responses((status = 200, body = BoxView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn stop(State(st): State<AppState>, p: Principal, Path(bid): Path<String>) -> ApiResult<axum::Json<BoxView>> {
+    let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
+    Ok(axum::Json(boxes::stop(&st, &b).await?.into()))
+}
+
+/// Delete a box and everything in it.
+#[utoipa::path(delete, path = "/v1/boxes/{id}", tag = "boxes", params(("id" = Uuid, Path)),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody)))]
+pub async fn delete(State(st): State<AppState>, p: Principal, Path(bid): Path<String>) -> ApiResult<Response> {
+    let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
+    boxes::delete(&st, &b).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

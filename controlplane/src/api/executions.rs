@@ -1,0 +1,290 @@
+//! `/v1/boxes/{id}/executions` (run, list, get, kill, signal, resize) and `/v1/boxes/{id}/files` (tar upload and
+//! download, streamed both ways).
+
+use std::time::Duration;
+
+use axum::body::Body as HttpBody;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use boxyard_proto::runner as pb;
+use futures::StreamExt;
+use uuid::Uuid;
+
+use super::extract::{Body, Query, id};
+use super::idempotency;
+use super::model::*;
+use crate::auth::Principal;
+use crate::boxes;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::executions::{self, NewExec, SELECT_EXEC};
+use crate::runners::request;
+use crate::state::AppState;
+
+fn validate(c: CreateExecution) -> ApiResult<NewExec> {
+    if c.command.is_empty() || c.command[0].is_empty() {
+        return Err(ApiError::invalid("command must name a program: [\"program\", \"arg\", ...]"));
+    }
+    if c.command.len() > 4096 || c.command.iter().any(|a| a.contains('\0')) {
+        return Err(ApiError::invalid("command may have at most 4096 arguments, none with a NUL byte"));
+    }
+    super::boxes::check_map("env", &c.env, true)?;
+    if let Some(t) = c.tty
+        && (t.rows == 0 || t.cols == 0 || t.rows > 10_000 || t.cols > 10_000)
+    {
+        return Err(ApiError::invalid("tty rows and cols must be between 1 and 10000"));
+    }
+    let timeout_ms = match c.timeout_ms {
+        Some(t) if t <= 0 || t > 366 * 24 * 3600 * 1000 => {
+            return Err(ApiError::invalid("timeout_ms must be positive and at most a year"));
+        }
+        t => t.map(|t| t as u64),
+    };
+    Ok(NewExec {
+        command: c.command,
+        env: c.env,
+        working_dir: c.working_dir.filter(|w| !w.is_empty()),
+        user: c.user.filter(|u| !u.is_empty()),
+        tty: c.tty.map(|t| (t.rows, t.cols)),
+        stdin: c.stdin,
+        timeout_ms,
+    })
+}
+
+/// Run a command in a box.
+///
+/// Returns at once (201) with the execution id; attach to stream its output, or poll it for the result.
+/// Honours `Idempotency-Key`.
+#[utoipa::path(post, path = "/v1/boxes/{id}/executions", tag = "executions",
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    request_body = CreateExecution,
+    responses((status = 201, body = ExecutionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "box_not_running"),
+        (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(bid): Path<String>,
+    headers: HeaderMap,
+    body: Body<CreateExecution>,
+) -> Response {
+    let bid = match id(&bid, "box") {
+        Ok(b) => b,
+        Err(e) => return e.into_response(),
+    };
+    let op = format!("exec {bid}");
+    let st2 = st.clone();
+    idempotency::run(&st, &headers, p.org_id, &op, &body.hash, async move {
+        let b = boxes::get(&st2, p.org_id, bid).await?;
+        let ne = validate(body.value)?;
+        let x = executions::create(&st2, &b, ne).await?;
+        Ok((StatusCode::CREATED, ExecutionView::from(x)))
+    })
+    .await
+}
+
+/// List a box's executions (oldest first), paginated.
+#[utoipa::path(get, path = "/v1/boxes/{id}/executions", tag = "executions", params(("id" = Uuid, Path), ListParams),
+    responses((status = 200, body = ExecutionList), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(bid): Path<String>,
+    Query(q): Query<ListParams>,
+) -> ApiResult<axum::Json<ExecutionList>> {
+    let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::invalid("limit must be between 1 and 200"));
+    }
+    let after = match &q.cursor {
+        Some(c) => Some(
+            Uuid::parse_str(c)
+                .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))?,
+        ),
+        None => None,
+    };
+    let rows: Vec<executions::ExecRow> = sqlx::query_as(sql!(
+        "{SELECT_EXEC} WHERE box_id = $1 AND org_id = $2 AND ($3::uuid IS NULL OR id > $3)
+            AND ($4::text IS NULL OR state = $4) ORDER BY id LIMIT $5"
+    ))
+    .bind(b.id)
+    .bind(p.org_id)
+    .bind(after)
+    .bind(&q.state)
+    .bind(limit + 1)
+    .fetch_all(&st.db)
+    .await?;
+    let mut items: Vec<ExecutionView> = rows.into_iter().map(ExecutionView::from).collect();
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|x| x.id.to_string())
+    } else {
+        None
+    };
+    Ok(axum::Json(ExecutionList { items, next_cursor }))
+}
+
+async fn load(st: &AppState, p: &Principal, bid: &str, eid: &str) -> ApiResult<(boxes::BoxRow, executions::ExecRow)> {
+    let b = boxes::get(st, p.org_id, id(bid, "box")?).await?;
+    let x = executions::get(st, &b, id(eid, "execution")?).await?;
+    Ok((b, x))
+}
+
+/// Get an execution (its result once finished).
+#[utoipa::path(get, path = "/v1/boxes/{id}/executions/{eid}", tag = "executions",
+    params(("id" = Uuid, Path), ("eid" = Uuid, Path)),
+    responses((status = 200, body = ExecutionView), (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(st): State<AppState>,
+    p: Principal,
+    Path((bid, eid)): Path<(String, String)>,
+) -> ApiResult<axum::Json<ExecutionView>> {
+    let (b, x) = load(&st, &p, &bid, &eid).await?;
+    Ok(axum::Json(executions::refresh(&st, &b, x).await?.into()))
+}
+
+async fn client_for(st: &AppState, b: &boxes::BoxRow) -> ApiResult<crate::runners::Client> {
+    let runner = executions::runner_of(b)?;
+    Ok(st.runners.for_runner(&st.db, runner).await?.1)
+}
+
+/// Kill an execution (SIGKILL to its process group).
+#[utoipa::path(post, path = "/v1/boxes/{id}/executions/{eid}/kill", tag = "executions",
+    params(("id" = Uuid, Path), ("eid" = Uuid, Path)),
+    responses((status = 200, body = ExecutionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn kill(
+    State(st): State<AppState>,
+    p: Principal,
+    Path((bid, eid)): Path<(String, String)>,
+) -> ApiResult<axum::Json<ExecutionView>> {
+    let (b, x) = load(&st, &p, &bid, &eid).await?;
+    if x.state == "running" {
+        let mut c = client_for(&st, &b).await?;
+        let e = c
+            .kill_execution(request(pb::ExecutionRef { execution_id: x.id.to_string() }, Duration::from_secs(30)))
+            .await?;
+        executions::apply(&st.db, e.get_ref()).await?;
+    }
+    Ok(axum::Json(executions::get(&st, &b, x.id).await?.into()))
+}
+
+/// Send a signal to an execution's process group.
+#[utoipa::path(post, path = "/v1/boxes/{id}/executions/{eid}/signal", tag = "executions",
+    params(("id" = Uuid, Path), ("eid" = Uuid, Path)), request_body = SignalBody,
+    responses((status = 204, description = "Sent"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn signal(
+    State(st): State<AppState>,
+    p: Principal,
+    Path((bid, eid)): Path<(String, String)>,
+    body: Body<SignalBody>,
+) -> ApiResult<StatusCode> {
+    let (b, x) = load(&st, &p, &bid, &eid).await?;
+    finished_conflict(&x)?;
+    let mut c = client_for(&st, &b).await?;
+    c.signal(request(
+        pb::SignalRequest { execution_id: x.id.to_string(), signal: body.value.signal },
+        Duration::from_secs(10),
+    ))
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn finished_conflict(x: &executions::ExecRow) -> ApiResult<()> {
+    if x.state != "running" {
+        return Err(ApiError::conflict("execution_finished", format!("execution {} has finished", x.id)));
+    }
+    Ok(())
+}
+
+/// Resize an execution's terminal.
+#[utoipa::path(post, path = "/v1/boxes/{id}/executions/{eid}/resize", tag = "executions",
+    params(("id" = Uuid, Path), ("eid" = Uuid, Path)), request_body = TtySize,
+    responses((status = 204, description = "Resized"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn resize(
+    State(st): State<AppState>,
+    p: Principal,
+    Path((bid, eid)): Path<(String, String)>,
+    body: Body<TtySize>,
+) -> ApiResult<StatusCode> {
+    let (b, x) = load(&st, &p, &bid, &eid).await?;
+    finished_conflict(&x)?;
+    let t = body.value;
+    if t.rows == 0 || t.cols == 0 || t.rows > 10_000 || t.cols > 10_000 {
+        return Err(ApiError::invalid("rows and cols must be between 1 and 10000"));
+    }
+    let mut c = client_for(&st, &b).await?;
+    c.resize(request(
+        pb::ResizeRequest { execution_id: x.id.to_string(), tty: Some(pb::Tty { rows: t.rows, cols: t.cols }) },
+        Duration::from_secs(10),
+    ))
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn check_path(p: &str) -> ApiResult<()> {
+    if !p.starts_with('/') || p.contains('\0') || p.len() > 4096 {
+        return Err(ApiError::invalid("path must be an absolute path in the box"));
+    }
+    Ok(())
+}
+
+/// Upload files: the body is a tar stream, unpacked into the directory `path` (created if missing).
+#[utoipa::path(put, path = "/v1/boxes/{id}/files", tag = "files", params(("id" = Uuid, Path), FilesParams),
+    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    responses((status = 200, body = UploadResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn upload(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(bid): Path<String>,
+    Query(q): Query<FilesParams>,
+    body: HttpBody,
+) -> ApiResult<axum::Json<UploadResult>> {
+    let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
+    check_path(&q.path)?;
+    let mut c = client_for(&st, &b).await?;
+    let box_id = b.id.to_string();
+    let dest = q.path.clone();
+    let mut first = true;
+    // A broken upload ends the stream early: the runner sees a truncated archive and fails the upload.
+    let chunks = body
+        .into_data_stream()
+        .take_while(|r| {
+            if let Err(e) = r {
+                tracing::info!("upload body failed: {e}");
+            }
+            futures::future::ready(r.is_ok())
+        })
+        .filter_map(|r| futures::future::ready(r.ok()))
+        .map(move |data| {
+            let (box_id, dest_dir) =
+                if std::mem::take(&mut first) { (box_id.clone(), dest.clone()) } else { Default::default() };
+            pb::UploadChunk { box_id, dest_dir, data: data.to_vec() }
+        });
+    let r = c.upload_files(chunks).await?.into_inner();
+    boxes::touch(&st.db, b.id).await?;
+    Ok(axum::Json(UploadResult { bytes: r.bytes, entries: r.entries }))
+}
+
+/// Download files: a tar stream of the file or directory at `path`.
+#[utoipa::path(get, path = "/v1/boxes/{id}/files", tag = "files", params(("id" = Uuid, Path), FilesParams),
+    responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn download(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(bid): Path<String>,
+    Query(q): Query<FilesParams>,
+) -> ApiResult<Response> {
+    let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
+    check_path(&q.path)?;
+    let mut c = client_for(&st, &b).await?;
+    let mut stream =
+        c.download_files(pb::DownloadRequest { box_id: b.id.to_string(), path: q.path }).await?.into_inner();
+    // The first chunk decides between an HTTP error and a 200.
+    let first = stream.message().await?;
+    let head = futures::stream::iter(first.map(|c| Ok::<_, std::io::Error>(axum::body::Bytes::from(c.data))));
+    let rest = stream.map(|r| {
+        r.map(|c| axum::body::Bytes::from(c.data)).map_err(|s| std::io::Error::other(s.message().to_string()))
+    });
+    boxes::touch(&st.db, b.id).await?;
+    Ok(([(header::CONTENT_TYPE, "application/x-tar")], HttpBody::from_stream(head.chain(rest))).into_response())
+}

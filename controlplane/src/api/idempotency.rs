@@ -1,0 +1,148 @@
+//! `Idempotency-Key` on create requests: the first request with a key runs and its response (success or client
+//! error) is stored; a retry with the same key and the same body gets that response again, without running twice.
+//! The same key with another body is 422 `idempotency_key_reused`; a retry while the first is still running is 409
+//! `request_in_progress`. Server errors are not stored, so the retry runs again.
+
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult};
+use crate::state::AppState;
+
+pub const HEADER: &str = "idempotency-key";
+
+/// A claimed key: call [`Claim::finish`] with the response.
+pub struct Claim {
+    org: Uuid,
+    key: String,
+}
+
+pub enum Begin {
+    /// No key given: run normally.
+    None,
+    /// The key is ours: run, then finish.
+    Run(Claim),
+    /// The stored response of an earlier request.
+    Replay(Response),
+}
+
+pub async fn begin(st: &AppState, headers: &HeaderMap, org: Uuid, operation: &str, hash: &[u8]) -> ApiResult<Begin> {
+    let Some(v) = headers.get(HEADER) else { return Ok(Begin::None) };
+    let key = v
+        .to_str()
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1 to 255 visible ASCII characters",
+            )
+        })?
+        .to_string();
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (org_id, key, operation, request_hash) VALUES ($1, $2, $3, $4)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(org)
+    .bind(&key)
+    .bind(operation)
+    .bind(hash)
+    .execute(&st.db)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Begin::Run(Claim { org, key }));
+    }
+    // A claim left unfinished for long by a replica that died is taken over.
+    let taken = sqlx::query(
+        "UPDATE idempotency_keys SET created_at = now() WHERE org_id = $1 AND key = $2 AND operation = $3
+            AND request_hash = $4 AND status IS NULL AND created_at < now() - interval '15 minutes'",
+    )
+    .bind(org)
+    .bind(&key)
+    .bind(operation)
+    .bind(hash)
+    .execute(&st.db)
+    .await?
+    .rows_affected();
+    if taken == 1 {
+        return Ok(Begin::Run(Claim { org, key }));
+    }
+    let (op, h, status, body): (String, Vec<u8>, Option<i32>, Option<serde_json::Value>) = sqlx::query_as(
+        "SELECT operation, request_hash, status, response FROM idempotency_keys WHERE org_id = $1 AND key = $2",
+    )
+    .bind(org)
+    .bind(&key)
+    .fetch_one(&st.db)
+    .await?;
+    if op != operation || h != hash {
+        return Err(ApiError::invalid(format!(
+            "Idempotency-Key {key:?} was used for another request; use a new key for a new request"
+        ))
+        .with_code("idempotency_key_reused"));
+    }
+    match (status, body) {
+        (Some(s), Some(b)) => {
+            let status = StatusCode::from_u16(s as u16).unwrap_or(StatusCode::OK);
+            let mut resp = (status, axum::Json(b)).into_response();
+            resp.headers_mut().insert("idempotent-replayed", "true".parse().unwrap());
+            Ok(Begin::Replay(resp))
+        }
+        _ => Err(ApiError::conflict(
+            "request_in_progress",
+            format!("a request with Idempotency-Key {key:?} is still running; retry in a moment"),
+        )
+        .retry_after(1)),
+    }
+}
+
+impl Claim {
+    /// Stores the outcome (client errors and successes), or forgets the key after a server error.
+    pub async fn finish(self, st: &AppState, status: StatusCode, body: &serde_json::Value) {
+        let r = if status.is_server_error() {
+            sqlx::query("DELETE FROM idempotency_keys WHERE org_id = $1 AND key = $2")
+                .bind(self.org)
+                .bind(&self.key)
+                .execute(&st.db)
+                .await
+        } else {
+            sqlx::query("UPDATE idempotency_keys SET status = $3, response = $4 WHERE org_id = $1 AND key = $2")
+                .bind(self.org)
+                .bind(&self.key)
+                .bind(i32::from(status.as_u16()))
+                .bind(body)
+                .execute(&st.db)
+                .await
+        };
+        if let Err(e) = r {
+            tracing::warn!("cannot record the outcome of Idempotency-Key {:?}: {e}", self.key);
+        }
+    }
+}
+
+/// Runs `f` under the idempotency protocol and returns its response (or the stored one).
+pub async fn run<T, F>(st: &AppState, headers: &HeaderMap, org: Uuid, op: &str, hash: &[u8], f: F) -> Response
+where
+    T: serde::Serialize,
+    F: std::future::Future<Output = ApiResult<(StatusCode, T)>>,
+{
+    let claim = match begin(st, headers, org, op, hash).await {
+        Ok(Begin::Replay(r)) => return r,
+        Ok(Begin::None) => None,
+        Ok(Begin::Run(c)) => Some(c),
+        Err(e) => return e.into_response(),
+    };
+    let (status, body) = match f.await {
+        Ok((s, v)) => (s, serde_json::to_value(v).unwrap_or_default()),
+        Err(e) => (e.status, serde_json::to_value(&e.body).unwrap_or_default()),
+    };
+    if let Some(c) = claim {
+        c.finish(st, status, &body).await;
+    }
+    let mut resp = (status, axum::Json(&body)).into_response();
+    if let Some(secs) = body.get("retry_after").and_then(|v| v.as_u64()) {
+        resp.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());
+    }
+    resp
+}

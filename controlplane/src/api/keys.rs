@@ -1,0 +1,171 @@
+//! Org API keys (`/v1/keys`, org admins) and the caller's identity (`/v1/me`, `/v1/config`).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use uuid::Uuid;
+
+use super::extract::{Body, id};
+use super::model::*;
+use crate::auth::{self, Principal, Role};
+use crate::config::Quota;
+use crate::db::audit;
+use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::state::AppState;
+
+#[derive(sqlx::FromRow)]
+pub struct KeyRow {
+    id: Uuid,
+    org_id: Uuid,
+    name: String,
+    prefix: String,
+    role: String,
+    created_at: chrono::DateTime<chrono::Utc>,
+    last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+    revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+impl From<KeyRow> for KeyView {
+    fn from(k: KeyRow) -> Self {
+        KeyView {
+            id: k.id,
+            org_id: k.org_id,
+            name: k.name,
+            prefix: k.prefix,
+            role: Role::parse(&k.role).unwrap_or(Role::Member),
+            created_at: k.created_at,
+            last_used_at: k.last_used_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+const SELECT_KEY: &str = "SELECT id, org_id, name, prefix, role, created_at, last_used_at, revoked_at FROM api_keys";
+
+/// Creates a key in `org` (used by org admins for their org and by platform admins for any org).
+pub async fn create_key(st: &AppState, p: &Principal, org: Uuid, c: CreateKey) -> ApiResult<KeyCreated> {
+    if c.name.is_empty() || c.name.len() > 128 {
+        return Err(ApiError::invalid("name must be 1 to 128 bytes"));
+    }
+    let role = c.role.unwrap_or(Role::Member);
+    if role > p.role {
+        return Err(ApiError::forbidden(format!("a {} key cannot create a {} key", p.role.as_str(), role.as_str())));
+    }
+    if role == Role::PlatformAdmin && org != p.org_id {
+        return Err(ApiError::invalid("platform_admin keys can only be created in the platform org"));
+    }
+    let s = auth::generate("byk");
+    let kid = Uuid::now_v7();
+    let mut tx = st.db.begin().await?;
+    sqlx::query(
+        "INSERT INTO api_keys (id, org_id, name, prefix, hash, role, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(kid)
+    .bind(org)
+    .bind(&c.name)
+    .bind(&s.prefix)
+    .bind(&s.hash)
+    .bind(role.as_str())
+    .bind(p.key_id)
+    .execute(&mut *tx)
+    .await?;
+    audit(
+        &mut *tx,
+        Some(p.key_id),
+        Some(p.org_id),
+        "key.create",
+        &s.prefix,
+        serde_json::json!({"org_id": org, "role": role.as_str()}),
+    )
+    .await?;
+    tx.commit().await?;
+    let row: KeyRow = sqlx::query_as(sql!("{SELECT_KEY} WHERE id = $1")).bind(kid).fetch_one(&st.db).await?;
+    Ok(KeyCreated { key: row.into(), secret: s.value })
+}
+
+pub async fn list_keys(st: &AppState, org: Uuid) -> ApiResult<KeyList> {
+    let rows: Vec<KeyRow> =
+        sqlx::query_as(sql!("{SELECT_KEY} WHERE org_id = $1 ORDER BY id")).bind(org).fetch_all(&st.db).await?;
+    Ok(KeyList { items: rows.into_iter().map(KeyView::from).collect() })
+}
+
+pub async fn revoke_key(st: &AppState, p: &Principal, org: Uuid, kid: Uuid) -> ApiResult<KeyView> {
+    let mut tx = st.db.begin().await?;
+    let row: Option<KeyRow> = sqlx::query_as(sql!(
+        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 AND org_id = $2
+         RETURNING id, org_id, name, prefix, role, created_at, last_used_at, revoked_at"
+    ))
+    .bind(kid)
+    .bind(org)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let row = row.ok_or_else(|| ApiError::not_found("key", kid))?;
+    if Role::parse(&row.role).is_some_and(|r| r > p.role) {
+        return Err(ApiError::forbidden("a key cannot revoke a key with a higher role"));
+    }
+    audit(&mut *tx, Some(p.key_id), Some(p.org_id), "key.revoke", &row.prefix, serde_json::json!({"org_id": org}))
+        .await?;
+    tx.commit().await?;
+    Ok(row.into())
+}
+
+/// Create an API key in the caller's org (org admins).
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKey,
+    responses((status = 201, body = KeyCreated), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub async fn create(
+    State(st): State<AppState>,
+    p: Principal,
+    body: Body<CreateKey>,
+) -> ApiResult<(StatusCode, axum::Json<KeyCreated>)> {
+    p.require(Role::Admin)?;
+    Ok((StatusCode::CREATED, axum::Json(create_key(&st, &p, p.org_id, body.value).await?)))
+}
+
+/// List the org's API keys (prefixes only).
+#[utoipa::path(get, path = "/v1/keys", tag = "keys", responses((status = 200, body = KeyList), (status = 403, body = ErrorBody)))]
+pub async fn list(State(st): State<AppState>, p: Principal) -> ApiResult<axum::Json<KeyList>> {
+    p.require(Role::Admin)?;
+    Ok(axum::Json(list_keys(&st, p.org_id).await?))
+}
+
+/// Revoke an API key of the org (effective at once).
+#[utoipa::path(delete, path = "/v1/keys/{key_id}", tag = "keys", params(("key_id" = Uuid, Path)),
+    responses((status = 200, body = KeyView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn revoke(
+    State(st): State<AppState>,
+    p: Principal,
+    Path(kid): Path<String>,
+) -> ApiResult<axum::Json<KeyView>> {
+    p.require(Role::Admin)?;
+    let kid = id(&kid, "key")?;
+    Ok(axum::Json(revoke_key(&st, &p, p.org_id, kid).await?))
+}
+
+pub async fn quota_of(st: &AppState, org: Uuid) -> ApiResult<Quota> {
+    sqlx::query_as(
+        "SELECT max_boxes, max_vcpus, max_memory_mib, max_box_vcpus, max_box_memory_mib, max_box_disk_mib FROM org_quotas WHERE org_id = $1",
+    )
+    .bind(org)
+    .fetch_optional(&st.db)
+    .await?
+    .ok_or_else(|| ApiError::not_found("org", org))
+}
+
+/// Who am I: the key's org and role.
+#[utoipa::path(get, path = "/v1/me", tag = "meta", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
+pub async fn me(State(st): State<AppState>, p: Principal) -> ApiResult<axum::Json<Me>> {
+    let org_name: String =
+        sqlx::query_scalar("SELECT name FROM orgs WHERE id = $1").bind(p.org_id).fetch_one(&st.db).await?;
+    Ok(axum::Json(Me { key_id: p.key_id, org_id: p.org_id, org_name, role: p.role }))
+}
+
+/// Platform defaults and the caller's quota.
+#[utoipa::path(get, path = "/v1/config", tag = "meta", responses((status = 200, body = PlatformConfig), (status = 401, body = ErrorBody)))]
+pub async fn config(State(st): State<AppState>, p: Principal) -> ApiResult<axum::Json<PlatformConfig>> {
+    Ok(axum::Json(PlatformConfig {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        default_vcpus: st.config.default_vcpus,
+        default_memory_mib: st.config.default_memory_mib,
+        default_disk_mib: st.config.default_disk_mib,
+        quota: quota_of(&st, p.org_id).await?,
+    }))
+}

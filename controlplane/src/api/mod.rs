@@ -1,0 +1,134 @@
+//! The REST + WebSocket API gateway under `/v1` (axum), its OpenAPI 3 document (`/v1/openapi.json`, generated from
+//! the handlers' annotations), `/metrics` and `/healthz`.
+//!
+//! - [`boxes`]: box lifecycle; [`executions`]: commands, signals, files; [`attach`]: the WebSocket bridge;
+//! - [`keys`]: org keys, `/v1/me`, `/v1/config`; [`admin`]: platform administration;
+//! - [`extract`]: extractors whose rejections are JSON errors; [`idempotency`]: `Idempotency-Key`;
+//! - [`model`]: request and response bodies.
+
+pub mod admin;
+pub mod attach;
+pub mod boxes;
+pub mod executions;
+pub mod extract;
+pub mod idempotency;
+pub mod keys;
+pub mod model;
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use utoipa::OpenApi;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Boxyard API", description = "Run untrusted code in microVM boxes. Authenticate with `Authorization: Bearer <api key>`."),
+    paths(
+        boxes::create, boxes::list, boxes::get, boxes::start, boxes::stop, boxes::delete,
+        executions::create, executions::list, executions::get, executions::kill, executions::signal, executions::resize,
+        executions::upload, executions::download, attach::attach,
+        keys::me, keys::config, keys::create, keys::list, keys::revoke,
+        admin::create_org, admin::list_orgs, admin::get_org, admin::set_quota, admin::create_org_key, admin::list_org_keys,
+        admin::revoke_org_key, admin::list_runners, admin::get_runner, admin::cordon, admin::drain, admin::uncordon,
+        admin::create_join_token, admin::list_join_tokens, admin::revoke_join_token, admin::audit_log,
+    ),
+    components(schemas(crate::error::ErrorBody)),
+    modifiers(&BearerAuth),
+    security(("api_key" = [])),
+    tags(
+        (name = "boxes", description = "Box lifecycle"),
+        (name = "executions", description = "Commands in a box, their output and results"),
+        (name = "files", description = "Copying files into and out of a box (tar streams)"),
+        (name = "keys", description = "The org's API keys (org admins)"),
+        (name = "meta", description = "The caller and the platform"),
+        (name = "admin", description = "Platform administration (platform admins)"),
+    )
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        let c = doc.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "api_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn router(st: AppState) -> Router {
+    let v1 = Router::new()
+        .route("/boxes", post(boxes::create).get(boxes::list))
+        .route("/boxes/{id}", get(boxes::get).delete(boxes::delete))
+        .route("/boxes/{id}/start", post(boxes::start))
+        .route("/boxes/{id}/stop", post(boxes::stop))
+        .route("/boxes/{id}/executions", post(executions::create).get(executions::list))
+        .route("/boxes/{id}/executions/{eid}", get(executions::get))
+        .route("/boxes/{id}/executions/{eid}/kill", post(executions::kill))
+        .route("/boxes/{id}/executions/{eid}/signal", post(executions::signal))
+        .route("/boxes/{id}/executions/{eid}/resize", post(executions::resize))
+        .route("/boxes/{id}/executions/{eid}/attach", get(attach::attach))
+        .route("/boxes/{id}/files", put(executions::upload).get(executions::download))
+        .route("/me", get(keys::me))
+        .route("/config", get(keys::config))
+        .route("/keys", post(keys::create).get(keys::list))
+        .route("/keys/{key_id}", axum::routing::delete(keys::revoke))
+        .route("/admin/orgs", post(admin::create_org).get(admin::list_orgs))
+        .route("/admin/orgs/{org_id}", get(admin::get_org))
+        .route("/admin/orgs/{org_id}/quota", put(admin::set_quota))
+        .route("/admin/orgs/{org_id}/keys", post(admin::create_org_key).get(admin::list_org_keys))
+        .route("/admin/orgs/{org_id}/keys/{key_id}", axum::routing::delete(admin::revoke_org_key))
+        .route("/admin/runners", get(admin::list_runners))
+        .route("/admin/runners/{runner_id}", get(admin::get_runner))
+        .route("/admin/runners/{runner_id}/cordon", post(admin::cordon))
+        .route("/admin/runners/{runner_id}/drain", post(admin::drain))
+        .route("/admin/runners/{runner_id}/uncordon", post(admin::uncordon))
+        .route("/admin/join-tokens", post(admin::create_join_token).get(admin::list_join_tokens))
+        .route("/admin/join-tokens/{token_id}", axum::routing::delete(admin::revoke_join_token))
+        .route("/admin/audit", get(admin::audit_log))
+        .route("/openapi.json", get(openapi));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(|| async { "ok" }))
+        .fallback(|| async {
+            ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint; see /v1/openapi.json")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method",
+            )
+        })
+        .layer(axum::middleware::from_fn_with_state(st.clone(), observe))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(st)
+}
+
+async fn openapi() -> impl IntoResponse {
+    axum::Json(ApiDoc::openapi())
+}
+
+async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.encode())
+}
+
+/// Counts responses by status.
+async fn observe(State(st): State<AppState>, req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    st.metrics
+        .http_responses
+        .get_or_create(&crate::metrics::StatusLabel { status: resp.status().as_u16().to_string() })
+        .inc();
+    resp
+}

@@ -1,0 +1,90 @@
+//! The control plane's tunables (set from the command line in `main.rs`; defaults suit production).
+
+use std::time::Duration;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// An org's limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema, sqlx::FromRow)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Boxes that are not stopped (pending, starting, running, stopping).
+    pub max_boxes: i32,
+    /// Sum of the vCPUs of those boxes.
+    pub max_vcpus: i32,
+    /// Sum of their memory, MiB.
+    pub max_memory_mib: i64,
+    /// Largest box: vCPUs.
+    pub max_box_vcpus: i32,
+    /// Largest box: memory, MiB.
+    pub max_box_memory_mib: i64,
+    /// Largest box: writable disk, MiB.
+    pub max_box_disk_mib: i64,
+}
+
+impl Default for Quota {
+    fn default() -> Self {
+        Quota {
+            max_boxes: 20,
+            max_vcpus: 32,
+            max_memory_mib: 64 * 1024,
+            max_box_vcpus: 8,
+            max_box_memory_mib: 16 * 1024,
+            max_box_disk_mib: 64 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often runners send heartbeats (told to them at registration and in every heartbeat answer).
+    pub heartbeat_interval: Duration,
+    /// No heartbeat for this long: the runner is `unresponsive` (no new boxes).
+    pub runner_unresponsive_after: Duration,
+    /// No heartbeat for this long: the runner is `lost`, and so are its boxes.
+    pub runner_lost_after: Duration,
+    /// How often the reconciler leader runs a pass.
+    pub reconcile_interval: Duration,
+    /// A box stuck in `pending` or `starting` for this long (its placing replica died) is placed again.
+    pub placement_stale_after: Duration,
+    /// Capacity multipliers for the scheduler (1.0: no overcommit).
+    pub cpu_overcommit: f64,
+    pub memory_overcommit: f64,
+    /// Runners tried for one placement before giving up.
+    pub placement_attempts: usize,
+    /// How long a runner gets to create and boot a box.
+    pub create_timeout: Duration,
+    /// Finished execution records (and deleted boxes) are kept this long.
+    pub record_retention: Duration,
+    /// Idempotency keys are remembered this long.
+    pub idempotency_ttl: Duration,
+    /// Quota given to new orgs.
+    pub default_quota: Quota,
+    /// Defaults for new boxes.
+    pub default_vcpus: u32,
+    pub default_memory_mib: u64,
+    pub default_disk_mib: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            heartbeat_interval: Duration::from_secs(5),
+            runner_unresponsive_after: Duration::from_secs(15),
+            runner_lost_after: Duration::from_secs(45),
+            reconcile_interval: Duration::from_secs(2),
+            placement_stale_after: Duration::from_secs(300),
+            cpu_overcommit: 1.0,
+            memory_overcommit: 1.0,
+            placement_attempts: 3,
+            create_timeout: Duration::from_secs(180),
+            record_retention: Duration::from_secs(7 * 24 * 3600),
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            default_quota: Quota::default(),
+            default_vcpus: 1,
+            default_memory_mib: 512,
+            default_disk_mib: 1024,
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The Boxyard control plane: a stateless service on top of Postgres. Several replicas can run against one database.
+//!
+//! - [`api`]: the REST + WebSocket API gateway (`/v1`) and its OpenAPI document;
+//! - [`auth`]: API keys, join tokens, runner credentials; the request principal;
+//! - [`boxes`] and [`executions`]: lifecycle operations shared by the API and the reconciler;
+//! - [`scheduler`]: runner selection and atomic capacity reservation;
+//! - [`registry`]: the gRPC service runners register with and send heartbeats to;
+//! - [`reconciler`]: the single-leader loop that drives actual state to desired state;
+//! - [`runners`]: TLS connections to runner APIs;
+//! - [`db`]: connection, migrations, bootstrap; [`config`], [`error`], [`metrics`], [`state`].
+
+/// A query text assembled from constant fragments (column lists, state sets) with `format!`: never from input.
+/// Values always travel as bind parameters.
+macro_rules! sql {
+    ($($t:tt)*) => {
+        sqlx::AssertSqlSafe(format!($($t)*))
+    };
+}
+
+pub mod api;
+pub mod auth;
+pub mod bench;
+pub mod boxes;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod executions;
+pub mod metrics;
+pub mod reconciler;
+pub mod registry;
+pub mod runners;
+pub mod scheduler;
+pub mod state;
+
+pub use boxyard_telemetry as telemetry;

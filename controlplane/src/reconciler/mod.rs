@@ -1,0 +1,217 @@
+//! The reconciler: one leader among the control-plane replicas (a Postgres session-level advisory lock held on a
+//! dedicated connection) periodically drives actual state towards desired state:
+//!
+//! - runners without heartbeats become `unresponsive`, then `lost`, and so do their boxes (with a reason);
+//! - boxes whose placement was abandoned (their replica died) are placed again;
+//! - boxes asked to stop, and idle boxes past their auto-stop interval, are stopped;
+//! - boxes past their time-to-live are deleted; deleted boxes are destroyed on their runner;
+//! - old execution records, deleted boxes and idempotency keys are collected.
+//!
+//! If the lock's connection breaks (database restart), leadership is given up and re-acquired by whichever replica
+//! gets the lock next.
+
+use std::time::Duration;
+
+use sqlx::{Connection, PgConnection};
+use tokio::sync::watch;
+use uuid::Uuid;
+
+use crate::boxes::{self, BoxRow, SELECT_BOX};
+use crate::state::AppState;
+
+/// The advisory lock key ("boxyard" reconciler).
+const LOCK_KEY: i64 = 0x626f_7879_6172_6401;
+
+/// Runs until `shutdown` turns true.
+pub async fn run(st: AppState, database_url: String, mut shutdown: watch::Receiver<bool>) {
+    let interval = st.config.reconcile_interval;
+    while !*shutdown.borrow() {
+        match lead(&st, &database_url, &mut shutdown).await {
+            Ok(()) => {}
+            Err(e) => tracing::warn!("reconciler: {e}; retrying"),
+        }
+        st.metrics.reconciler_leader.set(0);
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => {}
+        }
+    }
+}
+
+/// Takes the lock if free and leads until the connection breaks or shutdown.
+async fn lead(st: &AppState, url: &str, shutdown: &mut watch::Receiver<bool>) -> Result<(), sqlx::Error> {
+    let mut conn = PgConnection::connect(url).await?;
+    loop {
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LOCK_KEY).fetch_one(&mut conn).await?;
+        if got {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(st.config.reconcile_interval) => {}
+            _ = shutdown.changed() => return Ok(()),
+        }
+        if *shutdown.borrow() {
+            return Ok(());
+        }
+    }
+    tracing::info!("reconciler: this replica is the leader");
+    st.metrics.reconciler_leader.set(1);
+    let mut tick = tokio::time::interval(st.config.reconcile_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => {}
+        }
+        if *shutdown.borrow() {
+            let _ = sqlx::query("SELECT pg_advisory_unlock($1)").bind(LOCK_KEY).execute(&mut conn).await;
+            return Ok(());
+        }
+        // Still holding the lock? (A broken connection means the server already dropped it.)
+        sqlx::query("SELECT 1").execute(&mut conn).await?;
+        if let Err(e) = pass(st).await {
+            tracing::warn!("reconciler pass failed: {e}");
+        }
+        st.metrics.reconciler_passes.inc();
+    }
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// One reconciliation pass.
+pub async fn pass(st: &AppState) -> Result<(), sqlx::Error> {
+    let cfg = &st.config;
+    sqlx::query(
+        "UPDATE runners SET state = 'unresponsive'
+          WHERE state = 'ready' AND last_heartbeat_at < now() - make_interval(secs => $1)",
+    )
+    .bind(secs(cfg.runner_unresponsive_after))
+    .execute(&st.db)
+    .await?;
+    let lost: Vec<(Uuid, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+        "UPDATE runners SET state = 'lost'
+          WHERE state <> 'lost' AND last_heartbeat_at < now() - make_interval(secs => $1)
+          RETURNING id, name, last_heartbeat_at",
+    )
+    .bind(secs(cfg.runner_lost_after))
+    .fetch_all(&st.db)
+    .await?;
+    for (id, name, last) in lost {
+        tracing::warn!(runner = %name, "runner lost: no heartbeat since {last}");
+        let reason =
+            format!("runner {name} stopped sending heartbeats (last at {})", last.format("%Y-%m-%dT%H:%M:%SZ"));
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "UPDATE boxes SET state = 'lost', reserved = false, reason = $2, updated_at = now()
+              WHERE runner_id = $1 AND deleted_at IS NULL AND state IN ('starting', 'running', 'stopping')
+              RETURNING id",
+        )
+        .bind(id)
+        .bind(&reason)
+        .fetch_all(&st.db)
+        .await?;
+        for b in ids {
+            crate::executions::finish_all(&st.db, b, &reason).await?;
+        }
+    }
+
+    // Abandoned placements.
+    let stale: Vec<BoxRow> = sqlx::query_as(sql!(
+        "{SELECT_BOX} WHERE deleted_at IS NULL AND desired_state = 'running' AND state IN ('pending', 'starting')
+           AND updated_at < now() - make_interval(secs => $1) LIMIT 50"
+    ))
+    .bind(secs(cfg.placement_stale_after))
+    .fetch_all(&st.db)
+    .await?;
+    for b in stale {
+        tracing::info!(box_id = %b.id, "placing a box whose placement was abandoned");
+        sqlx::query(
+            "UPDATE boxes SET state = 'pending', runner_id = NULL, reserved = false, updated_at = now() WHERE id = $1",
+        )
+        .bind(b.id)
+        .execute(&st.db)
+        .await?;
+        if let Some(row) = boxes::load(&st.db, b.id).await? {
+            let st = st.clone();
+            tokio::spawn(async move {
+                let _ = boxes::place(&st, &row).await;
+            });
+        }
+    }
+
+    // Asked to stop, or idle past auto-stop.
+    let to_stop: Vec<(BoxRow, bool)> = sqlx::query_as::<_, BoxRow>(sql!(
+        "{SELECT_BOX} b WHERE deleted_at IS NULL AND state = 'running' AND (desired_state = 'stopped' OR
+            (auto_stop_seconds IS NOT NULL AND last_activity_at < now() - make_interval(secs => auto_stop_seconds)
+             AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.box_id = b.id AND e.state = 'running')))
+          LIMIT 50"
+    ))
+    .fetch_all(&st.db)
+    .await?
+    .into_iter()
+    .map(|b| {
+        let auto = b.desired_state == "running";
+        (b, auto)
+    })
+    .collect();
+    for (b, auto) in to_stop {
+        let why = if auto {
+            format!("auto-stopped after {} s without activity", b.auto_stop_seconds.unwrap_or_default())
+        } else {
+            "stopped on request".to_string()
+        };
+        if auto {
+            sqlx::query("UPDATE boxes SET desired_state = 'stopped' WHERE id = $1").bind(b.id).execute(&st.db).await?;
+        }
+        if let Err(e) = boxes::stop_on_runner(st, &b, &why).await {
+            tracing::info!(box_id = %b.id, "stop deferred: {e}");
+        }
+    }
+
+    // Past their time-to-live.
+    let expired: Vec<BoxRow> = sqlx::query_as(sql!(
+        "{SELECT_BOX} WHERE deleted_at IS NULL AND ttl_seconds IS NOT NULL
+           AND created_at < now() - make_interval(secs => ttl_seconds) LIMIT 50"
+    ))
+    .fetch_all(&st.db)
+    .await?;
+    for b in expired {
+        tracing::info!(box_id = %b.id, "deleting a box past its time-to-live");
+        if let Err(e) = boxes::delete(st, &b).await {
+            tracing::info!(box_id = %b.id, "delete deferred: {e}");
+        }
+    }
+
+    // Deleted boxes still on a reachable runner.
+    let undestroyed: Vec<(Uuid, Uuid)> = sqlx::query_as(
+        "SELECT b.id, b.runner_id FROM boxes b JOIN runners r ON r.id = b.runner_id
+          WHERE b.deleted_at IS NOT NULL AND b.destroyed_at IS NULL AND r.state = 'ready'
+            AND b.deleted_at < now() - interval '10 seconds' LIMIT 50",
+    )
+    .fetch_all(&st.db)
+    .await?;
+    for (b, r) in undestroyed {
+        boxes::destroy_on_runner(st, b, r).await;
+    }
+
+    // Collection.
+    let keep = secs(cfg.record_retention);
+    sqlx::query("DELETE FROM executions WHERE state <> 'running' AND finished_at < now() - make_interval(secs => $1)")
+        .bind(keep)
+        .execute(&st.db)
+        .await?;
+    sqlx::query(
+        "DELETE FROM boxes WHERE deleted_at < now() - make_interval(secs => $1)
+            AND (destroyed_at IS NOT NULL OR runner_id IS NULL)",
+    )
+    .bind(keep)
+    .execute(&st.db)
+    .await?;
+    sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)")
+        .bind(secs(cfg.idempotency_ttl))
+        .execute(&st.db)
+        .await?;
+    Ok(())
+}

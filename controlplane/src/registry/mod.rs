@@ -1,0 +1,361 @@
+//! The runner registry (`boxyard.registry.v1.Registry`), served to runners on its own port.
+//!
+//! - **Register**: a join token (issued by a platform admin) buys a runner identity and a credential.
+//! - **Heartbeat**: the runner's endpoint, capacity and full inventory. The registry records them, brings boxes and
+//!   executions up to date from the inventory (a runner that was `lost` and returns gets its boxes back), and answers
+//!   with the boxes the runner must destroy (deleted meanwhile, or unknown here).
+
+use std::collections::{HashMap, HashSet};
+use std::time::Duration;
+
+use boxyard_proto::registry as pb;
+use boxyard_proto::registry::registry_server::{Registry, RegistryServer};
+use boxyard_proto::runner as rpb;
+use sqlx::types::Json;
+use tonic::{Request, Response, Status};
+use uuid::Uuid;
+
+use crate::auth;
+use crate::boxes::state_name;
+use crate::state::AppState;
+
+#[derive(Clone)]
+pub struct RegistryService {
+    st: AppState,
+}
+
+impl RegistryService {
+    pub fn new(st: AppState) -> Self {
+        RegistryService { st }
+    }
+
+    pub fn into_server(self) -> RegistryServer<Self> {
+        RegistryServer::new(self).max_decoding_message_size(64 << 20)
+    }
+}
+
+fn db_err(e: sqlx::Error) -> Status {
+    Status::unavailable(format!("the control plane's database is unavailable ({e}); retrying is safe"))
+}
+
+fn valid_name(n: &str) -> bool {
+    !n.is_empty()
+        && n.len() <= 63
+        && n.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+}
+
+fn check_endpoint(ep: &Option<pb::Endpoint>) -> Result<&pb::Endpoint, Status> {
+    let ep = ep.as_ref().ok_or_else(|| Status::invalid_argument("endpoint is required"))?;
+    if ep.address.is_empty() || ep.tls_ca_pem.is_empty() || ep.tls_server_name.is_empty() || ep.api_token.len() < 16 {
+        return Err(Status::invalid_argument(
+            "endpoint needs address, tls_server_name, tls_ca_pem and an api_token of at least 16 characters",
+        ));
+    }
+    Ok(ep)
+}
+
+fn check_capacity(c: &Option<pb::Capacity>) -> Result<pb::Capacity, Status> {
+    match c {
+        Some(c) if c.vcpus > 0 && c.memory_mib > 0 && c.vcpus <= 100_000 && c.memory_mib <= i64::MAX as u64 => Ok(*c),
+        _ => Err(Status::invalid_argument("capacity needs vcpus > 0 and memory_mib > 0")),
+    }
+}
+
+#[tonic::async_trait]
+impl Registry for RegistryService {
+    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+        let r = req.into_inner();
+        let st = &self.st;
+        let bad_token = || {
+            Status::unauthenticated(
+                "the join token is invalid, expired or revoked; ask a platform admin for a new one \
+                 (POST /v1/admin/join-tokens)",
+            )
+        };
+        let prefix = auth::prefix_of("byj", &r.join_token).ok_or_else(bad_token)?;
+        if !valid_name(&r.name) {
+            return Err(Status::invalid_argument(format!(
+                "runner name {:?} is not valid: use [a-z0-9][a-z0-9.-]*, at most 63 bytes",
+                r.name
+            )));
+        }
+        let ep = check_endpoint(&r.endpoint)?;
+        let cap = check_capacity(&r.capacity)?;
+        let mut tx = st.db.begin().await.map_err(db_err)?;
+        let tok: Option<(Uuid, Vec<u8>)> = sqlx::query_as(
+            "SELECT id, hash FROM join_tokens WHERE prefix = $1 AND revoked_at IS NULL AND expires_at > now() FOR UPDATE",
+        )
+        .bind(prefix)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(db_err)?;
+        let Some((token_id, hash)) = tok else { return Err(bad_token()) };
+        if !auth::hashes_equal(&hash, &auth::hash(&r.join_token)) {
+            return Err(bad_token());
+        }
+        let live_after = chrono::Duration::from_std(st.config.runner_unresponsive_after).unwrap_or_default();
+        let existing: Option<(Uuid, String, chrono::DateTime<chrono::Utc>)> =
+            sqlx::query_as("SELECT id, state, last_heartbeat_at FROM runners WHERE name = $1 FOR UPDATE")
+                .bind(&r.name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err)?;
+        let (credential, cred_hash) = auth::runner_credential();
+        let labels = Json(r.labels.clone().into_iter().collect::<std::collections::BTreeMap<_, _>>());
+        let id = match existing {
+            Some((_, state, hb)) if state == "ready" && chrono::Utc::now() - hb < live_after => {
+                return Err(Status::already_exists(format!(
+                    "a live runner named {:?} is registered; pick another name, or stop that runner first",
+                    r.name
+                )));
+            }
+            Some((id, _, _)) => {
+                // The same host again (its state directory was lost): same identity, new credential.
+                sqlx::query(
+                    "UPDATE runners SET address = $2, tls_server_name = $3, tls_ca_pem = $4, api_token = $5,
+                            credential_hash = $6, labels = $7, capacity_vcpus = $8, capacity_memory_mib = $9,
+                            capacity_disk_mib = $10, version = $11, backend = $12, state = 'ready',
+                            last_heartbeat_at = now(), join_token_id = $13 WHERE id = $1",
+                )
+                .bind(id)
+                .bind(&ep.address)
+                .bind(&ep.tls_server_name)
+                .bind(&ep.tls_ca_pem)
+                .bind(&ep.api_token)
+                .bind(&cred_hash)
+                .bind(&labels)
+                .bind(cap.vcpus as i32)
+                .bind(cap.memory_mib as i64)
+                .bind(cap.disk_mib as i64)
+                .bind(&r.version)
+                .bind(&r.backend)
+                .bind(token_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                id
+            }
+            None => {
+                let id = Uuid::now_v7();
+                sqlx::query(
+                    "INSERT INTO runners (id, name, address, tls_server_name, tls_ca_pem, api_token, credential_hash,
+                            labels, capacity_vcpus, capacity_memory_mib, capacity_disk_mib, version, backend, state,
+                            join_token_id)
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'ready', $14)",
+                )
+                .bind(id)
+                .bind(&r.name)
+                .bind(&ep.address)
+                .bind(&ep.tls_server_name)
+                .bind(&ep.tls_ca_pem)
+                .bind(&ep.api_token)
+                .bind(&cred_hash)
+                .bind(&labels)
+                .bind(cap.vcpus as i32)
+                .bind(cap.memory_mib as i64)
+                .bind(cap.disk_mib as i64)
+                .bind(&r.version)
+                .bind(&r.backend)
+                .bind(token_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(db_err)?;
+                id
+            }
+        };
+        sqlx::query("UPDATE join_tokens SET uses = uses + 1 WHERE id = $1")
+            .bind(token_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err)?;
+        crate::db::audit(&mut *tx, None, None, "runner.register", &r.name, serde_json::json!({"runner_id": id}))
+            .await
+            .map_err(db_err)?;
+        tx.commit().await.map_err(db_err)?;
+        tracing::info!(runner = %r.name, %id, address = %ep.address, "runner registered");
+        Ok(Response::new(pb::RegisterResponse {
+            runner_id: id.to_string(),
+            credential,
+            heartbeat_interval_ms: st.config.heartbeat_interval.as_millis() as u64,
+        }))
+    }
+
+    async fn heartbeat(&self, req: Request<pb::HeartbeatRequest>) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let st = &self.st;
+        let credential = req
+            .metadata()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned);
+        let r = req.into_inner();
+        let unknown =
+            || Status::unauthenticated("unknown runner or wrong credential: register again with a join token");
+        let id = Uuid::parse_str(&r.runner_id).map_err(|_| unknown())?;
+        let credential = credential.ok_or_else(unknown)?;
+        let row: Option<(String, String, Vec<u8>, bool, bool)> =
+            sqlx::query_as("SELECT name, state, credential_hash, draining, cordoned FROM runners WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&st.db)
+                .await
+                .map_err(db_err)?;
+        let Some((name, prev_state, hash, draining, cordoned)) = row else { return Err(unknown()) };
+        if !auth::hashes_equal(&hash, &auth::hash(&credential)) {
+            return Err(unknown());
+        }
+        let ep = check_endpoint(&r.endpoint)?;
+        let cap = check_capacity(&r.capacity)?;
+        let inv = r.inventory.clone().unwrap_or_default();
+        let running = inv.boxes.iter().filter(|b| b.state() == rpb::BoxState::Running).count();
+        sqlx::query(
+            "UPDATE runners SET address = $2, tls_server_name = $3, tls_ca_pem = $4, api_token = $5, labels = $6,
+                    capacity_vcpus = $7, capacity_memory_mib = $8, capacity_disk_mib = $9, version = $10,
+                    backend = $11, reported_boxes = $12, reported_running = $13, cached_snapshots = $14,
+                    state = 'ready', last_heartbeat_at = now() WHERE id = $1",
+        )
+        .bind(id)
+        .bind(&ep.address)
+        .bind(&ep.tls_server_name)
+        .bind(&ep.tls_ca_pem)
+        .bind(&ep.api_token)
+        .bind(Json(r.labels.clone().into_iter().collect::<std::collections::BTreeMap<_, _>>()))
+        .bind(cap.vcpus as i32)
+        .bind(cap.memory_mib as i64)
+        .bind(cap.disk_mib as i64)
+        .bind(&r.version)
+        .bind(&r.backend)
+        .bind(inv.boxes.len() as i32)
+        .bind(running as i32)
+        .bind(&r.cached_snapshots)
+        .execute(&st.db)
+        .await
+        .map_err(db_err)?;
+        if prev_state != "ready" {
+            tracing::info!(runner = %name, "runner is back (was {prev_state}); reconciling its boxes");
+        }
+        let destroy = reconcile_inventory(st, id, &name, &inv).await.map_err(db_err)?;
+        st.metrics.heartbeats.inc();
+        Ok(Response::new(pb::HeartbeatResponse {
+            destroy_boxes: destroy,
+            draining,
+            cordoned,
+            heartbeat_interval_ms: st.config.heartbeat_interval.as_millis() as u64,
+        }))
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct Known {
+    id: Uuid,
+    runner_id: Option<Uuid>,
+    state: String,
+    deleted: bool,
+}
+
+/// Brings the boxes and executions of runner `id` in line with its inventory. Returns the boxes it must destroy.
+async fn reconcile_inventory(
+    st: &AppState,
+    id: Uuid,
+    name: &str,
+    inv: &rpb::Inventory,
+) -> Result<Vec<String>, sqlx::Error> {
+    let reported: HashMap<Uuid, &rpb::BoxInfo> =
+        inv.boxes.iter().filter_map(|b| Uuid::parse_str(&b.box_id).ok().map(|u| (u, b))).collect();
+    let mut destroy: Vec<String> =
+        inv.boxes.iter().filter(|b| Uuid::parse_str(&b.box_id).is_err()).map(|b| b.box_id.clone()).collect();
+    let ids: Vec<Uuid> = reported.keys().copied().collect();
+    let known: Vec<Known> =
+        sqlx::query_as("SELECT id, runner_id, state, deleted_at IS NOT NULL AS deleted FROM boxes WHERE id = ANY($1)")
+            .bind(&ids)
+            .fetch_all(&st.db)
+            .await?;
+    let known: HashMap<Uuid, Known> = known.into_iter().map(|k| (k.id, k)).collect();
+    let mut any_running_exec = Vec::new();
+    for (bid, info) in &reported {
+        let k = match known.get(bid) {
+            Some(k) if !k.deleted && k.runner_id == Some(id) => k,
+            _ => {
+                destroy.push(info.box_id.clone());
+                continue;
+            }
+        };
+        let theirs = state_name(info.state());
+        // Placements in flight own their box's state until they finish.
+        if !matches!(k.state.as_str(), "pending" | "starting") && k.state != theirs {
+            let reason = if k.state == "lost" { Some(format!("runner {name} came back")) } else { None };
+            sqlx::query(
+                "UPDATE boxes SET state = $2, reserved = $3, reason = coalesce($4, reason), updated_at = now()
+                  WHERE id = $1 AND deleted_at IS NULL",
+            )
+            .bind(bid)
+            .bind(theirs)
+            .bind(matches!(theirs, "running" | "starting" | "stopping"))
+            .bind(reason)
+            .execute(&st.db)
+            .await?;
+        }
+        for e in &info.executions {
+            if e.state() == rpb::ExecutionState::Running {
+                any_running_exec.push(*bid);
+            }
+        }
+    }
+    // Finished executions whose record still says running.
+    let running: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT e.id FROM executions e JOIN boxes b ON b.id = e.box_id WHERE b.runner_id = $1 AND e.state = 'running'",
+    )
+    .bind(id)
+    .fetch_all(&st.db)
+    .await?;
+    if !running.is_empty() {
+        let running: HashSet<Uuid> = running.into_iter().collect();
+        for info in reported.values() {
+            for e in &info.executions {
+                if e.state() == rpb::ExecutionState::Finished
+                    && Uuid::parse_str(&e.execution_id).is_ok_and(|x| running.contains(&x))
+                {
+                    crate::executions::apply(&st.db, e).await?;
+                }
+            }
+        }
+    }
+    if !any_running_exec.is_empty() {
+        sqlx::query("UPDATE boxes SET last_activity_at = now() WHERE id = ANY($1)")
+            .bind(&any_running_exec)
+            .execute(&st.db)
+            .await?;
+    }
+    // Boxes we place on this runner that it does not have (settled for a while, so not a placement racing this
+    // heartbeat's inventory).
+    let grace = (st.config.heartbeat_interval * 2).max(Duration::from_secs(5));
+    let missing: Vec<Uuid> = sqlx::query_scalar(
+        "SELECT id FROM boxes WHERE runner_id = $1 AND deleted_at IS NULL AND NOT (id = ANY($2))
+            AND state IN ('running', 'stopping', 'stopped', 'error')
+            AND updated_at < now() - make_interval(secs => $3)",
+    )
+    .bind(id)
+    .bind(&ids)
+    .bind(grace.as_secs_f64())
+    .fetch_all(&st.db)
+    .await?;
+    for b in missing {
+        tracing::warn!(box_id = %b, runner = %name, "the runner no longer has this box: lost");
+        sqlx::query("UPDATE boxes SET state = 'lost', reserved = false, reason = $2, updated_at = now() WHERE id = $1")
+            .bind(b)
+            .bind(format!("runner {name} no longer has this box (its state was lost)"))
+            .execute(&st.db)
+            .await?;
+        crate::executions::finish_all(&st.db, b, "the box was lost with its runner's state").await?;
+    }
+    // Deleted boxes the runner no longer has are gone for good.
+    sqlx::query(
+        "UPDATE boxes SET destroyed_at = now() WHERE runner_id = $1 AND deleted_at IS NOT NULL
+            AND destroyed_at IS NULL AND NOT (id = ANY($2))",
+    )
+    .bind(id)
+    .bind(&ids)
+    .execute(&st.db)
+    .await?;
+    Ok(destroy)
+}

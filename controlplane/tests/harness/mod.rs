@@ -1,0 +1,573 @@
+//! Real components for control-plane tests: a throwaway Postgres cluster, `boxyard-controlplane serve` replicas,
+//! `boxyard-runner serve` processes (local backend) that register with a join token, an HTTP client with an API
+//! key, and a WebSocket attach client that reassembles output by cursor.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The platform admin key every test control plane is bootstrapped with.
+pub const ADMIN_KEY: &str = "byk_0123456789ab_000000000000000000000000000000000000000000000001";
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a Postgres tool, as the `postgres` user when we are root (initdb refuses root).
+fn pg_tool(tool: &str, args: &[&str]) -> std::process::Output {
+    let mut c = if is_root() {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--", tool]);
+        c
+    } else {
+        Command::new(tool)
+    };
+    c.args(args)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool}: {e} (is PostgreSQL installed?)"))
+}
+
+/// A private Postgres cluster on a free loopback port, removed on drop.
+pub struct Pg {
+    dir: PathBuf,
+    pub port: u16,
+    _tmp: tempfile::TempDir,
+}
+
+impl Pg {
+    pub fn start() -> Pg {
+        let tmp = tempfile::Builder::new().prefix("boxyard-pg-").tempdir().unwrap();
+        let dir = tmp.path().join("data");
+        std::fs::create_dir(&dir).unwrap();
+        if is_root() {
+            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(tmp.path()).status().unwrap();
+            assert!(ok.success());
+        }
+        let out = pg_tool("initdb", &["-D", dir.to_str().unwrap(), "-U", "postgres", "-A", "trust", "--no-sync"]);
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let pg = Pg { dir, port: free_port(), _tmp: tmp };
+        pg.up();
+        pg
+    }
+
+    /// Starts the (stopped) server again on the same port.
+    pub fn up(&self) {
+        let opts = format!(
+            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=300",
+            self.port,
+            self.dir.display()
+        );
+        let log = self.dir.join("server.log");
+        let out = pg_tool(
+            "pg_ctl",
+            &["-D", self.dir.to_str().unwrap(), "-w", "-t", "30", "-l", log.to_str().unwrap(), "-o", &opts, "start"],
+        );
+        assert!(
+            out.status.success(),
+            "pg_ctl start failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Stops the server (fast shutdown: clients are disconnected).
+    pub fn down(&self) {
+        let out = pg_tool("pg_ctl", &["-D", self.dir.to_str().unwrap(), "-w", "-m", "fast", "stop"]);
+        assert!(out.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for Pg {
+    fn drop(&mut self) {
+        let _ = pg_tool("pg_ctl", &["-D", self.dir.to_str().unwrap(), "-m", "immediate", "stop"]);
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_BIN_EXE_boxyard-controlplane")).with_file_name(name);
+    assert!(p.exists(), "{} is missing: build the workspace first (cargo build --workspace)", p.display());
+    p
+}
+
+/// A control-plane replica.
+pub struct Cp {
+    pub api: String,
+    pub registry: String,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+    args: Vec<String>,
+    db_url: String,
+}
+
+impl Cp {
+    pub fn start(pg: &Pg, extra: &[&str]) -> Cp {
+        let dir = tempfile::Builder::new().prefix("boxyard-cp-").tempdir().unwrap();
+        let mut cp = Cp {
+            api: String::new(),
+            registry: String::new(),
+            dir,
+            child: None,
+            args: extra.iter().map(|s| s.to_string()).collect(),
+            db_url: pg.url(),
+        };
+        cp.spawn("127.0.0.1:0", "127.0.0.1:0");
+        cp
+    }
+
+    fn spawn(&mut self, listen: &str, registry: &str) {
+        let addr_file = self.dir.path().join("addr.json");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("cp.log")).unwrap();
+        let child = Command::new(bin("boxyard-controlplane"))
+            .arg("serve")
+            .args(["--database-url", &self.db_url, "--listen", listen, "--registry-listen", registry])
+            .arg("--addr-file")
+            .arg(&addr_file)
+            .args(["--bootstrap-key", ADMIN_KEY, "--heartbeat-interval", "500ms"])
+            .args(["--runner-unresponsive-after", "3s", "--runner-lost-after", "6s", "--reconcile-interval", "300ms"])
+            .args(&self.args)
+            .env("RUST_LOG", "info,boxyard_controlplane=debug,sqlx=warn")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !addr_file.exists() {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the control plane exited ({s}) during start-up; log:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "the control plane did not start in 60 s; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let v: Value = serde_json::from_slice(&std::fs::read(&addr_file).unwrap()).unwrap();
+        self.api = format!("http://{}", v["api"].as_str().unwrap());
+        self.registry = format!("http://{}", v["registry"].as_str().unwrap());
+    }
+
+    /// Restarts the process on the same addresses.
+    pub fn restart(&mut self) {
+        self.kill9();
+        let api = self.api.trim_start_matches("http://").to_string();
+        let reg = self.registry.trim_start_matches("http://").to_string();
+        self.spawn(&api, &reg);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("cp.log")).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn admin(&self) -> Api {
+        Api::new(&self.api, ADMIN_KEY)
+    }
+}
+
+impl Drop for Cp {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A runner process (local backend) registered with a control plane.
+pub struct Runner {
+    pub name: String,
+    pub state: PathBuf,
+    args: Vec<String>,
+    child: Option<Child>,
+    _tmp: tempfile::TempDir,
+}
+
+impl Runner {
+    /// Starts a runner offering `vcpus` and `memory` (e.g. "4GiB"), registered with `join_token`.
+    pub fn start(cp: &Cp, name: &str, join_token: &str, vcpus: u32, memory: &str, extra: &[&str]) -> Runner {
+        let tmp = tempfile::Builder::new().prefix("boxyard-runner-").tempdir().unwrap();
+        let mut args: Vec<String> = vec![
+            "--backend".into(),
+            "local".into(),
+            "--controlplane".into(),
+            cp.registry.clone(),
+            "--join-token".into(),
+            join_token.into(),
+            "--name".into(),
+            name.into(),
+            "--capacity-vcpus".into(),
+            vcpus.to_string(),
+            "--capacity-memory".into(),
+            memory.into(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let mut r = Runner { name: name.into(), state: tmp.path().to_path_buf(), args, child: None, _tmp: tmp };
+        r.spawn();
+        r
+    }
+
+    pub fn spawn(&mut self) {
+        let addr_file = self.state.join("runner.addr");
+        let _ = std::fs::remove_file(&addr_file);
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.state.join("runner.log")).unwrap();
+        let child = Command::new(bin("boxyard-runner"))
+            .arg("serve")
+            .arg("--state-dir")
+            .arg(&self.state)
+            .args(["--listen", "127.0.0.1:0", "--tls-dev"])
+            .args(&self.args)
+            .env("RUST_LOG", "info,boxyard_runner=debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !addr_file.exists() {
+            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("the runner exited ({s}) during start-up; log:\n{}", self.log());
+            }
+            assert!(Instant::now() < deadline, "the runner did not start in 60 s; log:\n{}", self.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.state.join("runner.log")).unwrap_or_default()
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Kills the runner and the local agents of its boxes (as if the host died).
+    pub fn kill_host(&mut self) {
+        self.kill9();
+        kill_mentioning(&self.state.display().to_string(), libc::SIGKILL);
+    }
+}
+
+fn kill_mentioning(needle: &str, sig: i32) {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline"))
+            && String::from_utf8_lossy(&cmd).contains(needle)
+            && pid != std::process::id() as i32
+        {
+            unsafe { libc::kill(pid, sig) };
+        }
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        self.kill9();
+        kill_mentioning(&self.state.display().to_string(), libc::SIGTERM);
+        std::thread::sleep(Duration::from_millis(100));
+        kill_mentioning(&self.state.display().to_string(), libc::SIGKILL);
+    }
+}
+
+/// An HTTP client holding one API key.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub key: String,
+    http: reqwest::Client,
+}
+
+/// A response: status and JSON body (Null when empty or not JSON).
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub body: Value,
+    pub headers: reqwest::header::HeaderMap,
+}
+
+impl Resp {
+    pub fn ok(&self) -> &Value {
+        assert!((200..300).contains(&self.status), "expected success, got {}: {}", self.status, self.body);
+        &self.body
+    }
+
+    /// Asserts an error response with a code and a message.
+    pub fn err(&self, status: u16, code: &str) -> &Value {
+        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        assert_eq!(self.body["code"], code, "unexpected code; body: {}", self.body);
+        assert!(self.body["message"].as_str().is_some_and(|m| !m.is_empty()), "no message: {}", self.body);
+        &self.body
+    }
+}
+
+impl Api {
+    pub fn new(base: &str, key: &str) -> Api {
+        Api { base: base.into(), key: key.into(), http: reqwest::Client::builder().build().unwrap() }
+    }
+
+    pub fn with_key(&self, key: &str) -> Api {
+        Api { key: key.into(), ..self.clone() }
+    }
+
+    pub async fn send(&self, method: &str, path: &str, body: Option<Value>, headers: &[(&str, &str)]) -> Resp {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let mut rb = self.http.request(m, format!("{}{}", self.base, path)).bearer_auth(&self.key);
+        for (k, v) in headers {
+            rb = rb.header(*k, *v);
+        }
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.unwrap();
+        Self::read(r).await
+    }
+
+    pub async fn raw(&self, method: &str, path: &str, body: Vec<u8>, content_type: &str) -> Resp {
+        let m = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let r = self
+            .http
+            .request(m, format!("{}{}", self.base, path))
+            .bearer_auth(&self.key)
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        Self::read(r).await
+    }
+
+    async fn read(r: reqwest::Response) -> Resp {
+        let status = r.status().as_u16();
+        let headers = r.headers().clone();
+        let bytes = r.bytes().await.unwrap();
+        let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Resp { status, body, headers }
+    }
+
+    pub async fn bytes(&self, path: &str) -> (u16, Vec<u8>) {
+        let r = self.http.get(format!("{}{}", self.base, path)).bearer_auth(&self.key).send().await.unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+    }
+
+    pub async fn get(&self, path: &str) -> Resp {
+        self.send("GET", path, None, &[]).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Resp {
+        self.send("POST", path, Some(body), &[]).await
+    }
+    pub async fn delete(&self, path: &str) -> Resp {
+        self.send("DELETE", path, None, &[]).await
+    }
+
+    /// Creates an org with a generous quota and returns (org id, admin key of that org).
+    pub async fn org(&self, name: &str) -> (String, Api) {
+        let org = self
+            .post(
+                "/v1/admin/orgs",
+                json!({"name": name, "quota": {"max_boxes": 50, "max_vcpus": 100, "max_memory_mib": 1048576,
+                    "max_box_vcpus": 8, "max_box_memory_mib": 65536, "max_box_disk_mib": 65536}}),
+            )
+            .await;
+        let id = org.ok()["id"].as_str().unwrap().to_string();
+        let key = self.post(&format!("/v1/admin/orgs/{id}/keys"), json!({"name": "admin", "role": "admin"})).await;
+        let secret = key.ok()["secret"].as_str().unwrap().to_string();
+        (id, self.with_key(&secret))
+    }
+
+    pub async fn join_token(&self) -> String {
+        self.post("/v1/admin/join-tokens", json!({"description": "test"})).await.ok()["secret"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Waits until `n` runners are ready.
+    pub async fn wait_runners(&self, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.get("/v1/admin/runners").await;
+            let ready = r.body["items"].as_array().map_or(0, |a| a.iter().filter(|x| x["state"] == "ready").count());
+            if ready >= n {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{n} runners did not become ready: {}", r.body);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Creates a running box (waits) and returns its id.
+    pub async fn create_box(&self, body: Value) -> String {
+        let r = self.post("/v1/boxes", body).await;
+        assert_eq!(r.status, 201, "create failed: {}", r.body);
+        assert_eq!(r.body["state"], "running");
+        r.body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Starts a command; returns the execution id.
+    pub async fn exec(&self, box_id: &str, cmd: &[&str]) -> String {
+        let r = self.post(&format!("/v1/boxes/{box_id}/executions"), json!({"command": cmd})).await;
+        assert_eq!(r.status, 201, "exec failed: {}", r.body);
+        r.body["id"].as_str().unwrap().to_string()
+    }
+
+    /// Polls an execution until it is no longer running.
+    pub async fn wait_execution(&self, box_id: &str, eid: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let r = self.get(&format!("/v1/boxes/{box_id}/executions/{eid}")).await;
+            if r.ok()["state"] != "running" {
+                return r.body;
+            }
+            assert!(Instant::now() < deadline, "execution still running: {}", r.body);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    pub fn ws_url(&self, box_id: &str, eid: &str, cursor: u64) -> String {
+        format!("{}/v1/boxes/{box_id}/executions/{eid}/attach?cursor={cursor}", self.base.replacen("http", "ws", 1))
+    }
+}
+
+/// Output reassembled from attach frames; asserts that cursors are contiguous (no loss, no duplicate).
+#[derive(Debug, Default)]
+pub struct Output {
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// The cursor after the last byte received.
+    pub next: u64,
+    pub exit: Option<Value>,
+    pub gaps: Vec<(u64, u64)>,
+}
+
+impl Output {
+    fn frame(&mut self, data: &[u8]) {
+        assert!(data.len() >= 9, "short binary frame");
+        let cursor = u64::from_be_bytes(data[1..9].try_into().unwrap());
+        assert_eq!(cursor, self.next, "cursor discontinuity: expected {}, got {cursor}", self.next);
+        let payload = &data[9..];
+        match data[0] {
+            1 => self.stdout.extend_from_slice(payload),
+            2 => self.stderr.extend_from_slice(payload),
+            s => panic!("unknown stream id {s}"),
+        }
+        self.next += payload.len() as u64;
+    }
+}
+
+/// Attaches from `out.next` and reads until exit, or until `cut_after` more bytes arrived (then drops the socket
+/// without a close handshake). Returns true when the exit message arrived.
+pub async fn attach(api: &Api, box_id: &str, eid: &str, out: &mut Output, cut_after: Option<u64>) -> bool {
+    let mut req = api.ws_url(box_id, eid, out.next).into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {}", api.key).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("attach handshake");
+    let start = out.next;
+    while let Some(m) = tokio::time::timeout(Duration::from_secs(60), ws.next()).await.expect("attach stalled for 60 s")
+    {
+        match m.expect("websocket error") {
+            Message::Binary(b) => {
+                out.frame(&b);
+                if cut_after.is_some_and(|n| out.next - start >= n) {
+                    drop(ws);
+                    return false;
+                }
+            }
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                match v["type"].as_str() {
+                    Some("exit") => {
+                        out.exit = Some(v);
+                        let _ = ws.close(None).await;
+                        return true;
+                    }
+                    Some("gap") => {
+                        let (f, t) = (v["from"].as_u64().unwrap(), v["to"].as_u64().unwrap());
+                        assert_eq!(f, out.next);
+                        out.gaps.push((f, t));
+                        out.next = t;
+                    }
+                    _ => panic!("unexpected attach message {v}"),
+                }
+            }
+            Message::Close(_) => return false,
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Attaches and sends `input` as stdin then EOF, collecting output until exit.
+pub async fn attach_with_stdin(api: &Api, box_id: &str, eid: &str, input: &[u8]) -> Output {
+    let mut req = api.ws_url(box_id, eid, 0).into_client_request().unwrap();
+    req.headers_mut().insert("authorization", format!("Bearer {}", api.key).parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("attach handshake");
+    ws.send(Message::Binary(input.to_vec().into())).await.unwrap();
+    ws.send(Message::Text(json!({"type": "stdin_eof"}).to_string().into())).await.unwrap();
+    let mut out = Output::default();
+    while let Some(m) = ws.next().await {
+        match m.unwrap() {
+            Message::Binary(b) => out.frame(&b),
+            Message::Text(t) => {
+                let v: Value = serde_json::from_str(t.as_str()).unwrap();
+                if v["type"] == "exit" {
+                    out.exit = Some(v);
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The value of a metric line in a Prometheus text exposition, e.g. `boxyard_reconciler_leader`.
+pub fn metric(text: &str, name: &str) -> Option<f64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')).and_then(|v| v.trim().parse().ok()))
+}
+
+pub async fn metrics(cp: &Cp) -> String {
+    reqwest::get(format!("{}/metrics", cp.api)).await.unwrap().text().await.unwrap()
+}
+
+/// A fleet for one test: Postgres, one control plane, runners with the given (name, vCPUs).
+pub struct Stack {
+    pub pg: Pg,
+    pub cp: Cp,
+    pub admin: Api,
+    pub runners: Vec<Runner>,
+}
+
+impl Stack {
+    pub async fn start(runners: &[(&str, u32)]) -> Stack {
+        let pg = Pg::start();
+        let cp = Cp::start(&pg, &[]);
+        let admin = cp.admin();
+        let token = admin.join_token().await;
+        let runners: Vec<Runner> =
+            runners.iter().map(|(n, v)| Runner::start(&cp, n, &token, *v, "8GiB", &[])).collect();
+        admin.wait_runners(runners.len()).await;
+        Stack { pg, cp, admin, runners }
+    }
+}
