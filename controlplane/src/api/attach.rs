@@ -12,6 +12,7 @@
 
 use std::time::Duration;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
@@ -57,10 +58,14 @@ pub async fn attach(
     p: Principal,
     Path((bid, eid)): Path<(String, String)>,
     Query(q): Query<AttachParams>,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> ApiResult<Response> {
     let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
     let x = executions::get(&st, &b, id(&eid, "execution")?).await?;
+    // Checked after the objects, so that another org's ids are a 404 whatever the request looks like.
+    let ws = ws.map_err(|e| {
+        ApiError::bad_request("websocket_required", format!("attach is a WebSocket endpoint: {}", e.body_text()))
+    })?;
     let runner = match (b.runner_id, b.state.as_str()) {
         (Some(r), "running" | "stopping" | "stopped") => r,
         (_, s) => {

@@ -57,6 +57,7 @@ async fn lead(st: &AppState, url: &str, shutdown: &mut watch::Receiver<bool>) ->
     }
     tracing::info!("reconciler: this replica is the leader");
     st.metrics.reconciler_leader.set(1);
+    let since = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(st.config.reconcile_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -70,7 +71,7 @@ async fn lead(st: &AppState, url: &str, shutdown: &mut watch::Receiver<bool>) ->
         }
         // Still holding the lock? (A broken connection means the server already dropped it.)
         sqlx::query("SELECT 1").execute(&mut conn).await?;
-        if let Err(e) = pass(st).await {
+        if let Err(e) = pass(st, since.elapsed()).await {
             tracing::warn!("reconciler pass failed: {e}");
         }
         st.metrics.reconciler_passes.inc();
@@ -81,22 +82,39 @@ fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
 }
 
-/// One reconciliation pass.
-pub async fn pass(st: &AppState) -> Result<(), sqlx::Error> {
+/// One reconciliation pass. `leading_for`: how long this replica has led without interruption (runner silence is
+/// only counted while a leader watches, so that an outage of the database or of every control plane is not
+/// mistaken for runners going silent).
+pub async fn pass(st: &AppState, leading_for: Duration) -> Result<(), sqlx::Error> {
+    mark_silent_runners(st, leading_for).await?;
+    place_abandoned(st).await?;
+    stop_idle_and_requested(st).await?;
+    delete_expired(st).await?;
+    destroy_deleted(st).await?;
+    collect(st).await
+}
+
+/// A runner's silence counts from its last heartbeat, or from when this leader started watching if later.
+async fn mark_silent_runners(st: &AppState, leading_for: Duration) -> Result<(), sqlx::Error> {
     let cfg = &st.config;
+    let watched = secs(leading_for);
     sqlx::query(
         "UPDATE runners SET state = 'unresponsive'
-          WHERE state = 'ready' AND last_heartbeat_at < now() - make_interval(secs => $1)",
+          WHERE state = 'ready'
+            AND greatest(last_heartbeat_at, now() - make_interval(secs => $2)) < now() - make_interval(secs => $1)",
     )
     .bind(secs(cfg.runner_unresponsive_after))
+    .bind(watched)
     .execute(&st.db)
     .await?;
     let lost: Vec<(Uuid, String, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
         "UPDATE runners SET state = 'lost'
-          WHERE state <> 'lost' AND last_heartbeat_at < now() - make_interval(secs => $1)
+          WHERE state <> 'lost'
+            AND greatest(last_heartbeat_at, now() - make_interval(secs => $2)) < now() - make_interval(secs => $1)
           RETURNING id, name, last_heartbeat_at",
     )
     .bind(secs(cfg.runner_lost_after))
+    .bind(watched)
     .fetch_all(&st.db)
     .await?;
     for (id, name, last) in lost {
@@ -116,8 +134,11 @@ pub async fn pass(st: &AppState) -> Result<(), sqlx::Error> {
             crate::executions::finish_all(&st.db, b, &reason).await?;
         }
     }
+    Ok(())
+}
 
-    // Abandoned placements.
+async fn place_abandoned(st: &AppState) -> Result<(), sqlx::Error> {
+    let cfg = &st.config;
     let stale: Vec<BoxRow> = sqlx::query_as(sql!(
         "{SELECT_BOX} WHERE deleted_at IS NULL AND desired_state = 'running' AND state IN ('pending', 'starting')
            AND updated_at < now() - make_interval(secs => $1) LIMIT 50"
@@ -141,7 +162,11 @@ pub async fn pass(st: &AppState) -> Result<(), sqlx::Error> {
         }
     }
 
-    // Asked to stop, or idle past auto-stop.
+    Ok(())
+}
+
+/// Boxes asked to stop, and idle boxes past their auto-stop interval.
+async fn stop_idle_and_requested(st: &AppState) -> Result<(), sqlx::Error> {
     let to_stop: Vec<(BoxRow, bool)> = sqlx::query_as::<_, BoxRow>(sql!(
         "{SELECT_BOX} b WHERE deleted_at IS NULL AND state = 'running' AND (desired_state = 'stopped' OR
             (auto_stop_seconds IS NOT NULL AND last_activity_at < now() - make_interval(secs => auto_stop_seconds)
@@ -170,7 +195,10 @@ pub async fn pass(st: &AppState) -> Result<(), sqlx::Error> {
         }
     }
 
-    // Past their time-to-live.
+    Ok(())
+}
+
+async fn delete_expired(st: &AppState) -> Result<(), sqlx::Error> {
     let expired: Vec<BoxRow> = sqlx::query_as(sql!(
         "{SELECT_BOX} WHERE deleted_at IS NULL AND ttl_seconds IS NOT NULL
            AND created_at < now() - make_interval(secs => ttl_seconds) LIMIT 50"
@@ -184,7 +212,11 @@ pub async fn pass(st: &AppState) -> Result<(), sqlx::Error> {
         }
     }
 
-    // Deleted boxes still on a reachable runner.
+    Ok(())
+}
+
+/// Deleted boxes still on a reachable runner.
+async fn destroy_deleted(st: &AppState) -> Result<(), sqlx::Error> {
     let undestroyed: Vec<(Uuid, Uuid)> = sqlx::query_as(
         "SELECT b.id, b.runner_id FROM boxes b JOIN runners r ON r.id = b.runner_id
           WHERE b.deleted_at IS NOT NULL AND b.destroyed_at IS NULL AND r.state = 'ready'
@@ -196,7 +228,12 @@ pub async fn pass(st: &AppState) -> Result<(), sqlx::Error> {
         boxes::destroy_on_runner(st, b, r).await;
     }
 
-    // Collection.
+    Ok(())
+}
+
+/// Old execution records, deleted boxes and idempotency keys.
+async fn collect(st: &AppState) -> Result<(), sqlx::Error> {
+    let cfg = &st.config;
     let keep = secs(cfg.record_retention);
     sqlx::query("DELETE FROM executions WHERE state <> 'running' AND finished_at < now() - make_interval(secs => $1)")
         .bind(keep)
