@@ -200,7 +200,10 @@ fn schedule_error(e: ScheduleError) -> ApiError {
         ScheduleError::NoRunnerMatches(sel) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "no_runner_matches",
-            format!("no ready runner matches the runner selector {sel}; check the labels or wait for such a runner"),
+            format!(
+                "no ready runner that takes new boxes matches the runner selector {sel}; check the labels, or wait \
+                 for such a runner (or for an admin to uncordon one)"
+            ),
         )
         .retry_after(30),
         e @ ScheduleError::NoCapacity { .. } => {

@@ -64,7 +64,7 @@ impl Candidate {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("no ready runner has the labels {0}")]
+    #[error("no ready runner that takes new boxes (not cordoned or draining) has the labels {0}")]
     NoRunnerMatches(serde_json::Value),
     #[error("no runner has {vcpus} vCPUs and {memory_mib} MiB free right now")]
     NoCapacity { vcpus: i32, memory_mib: i64 },

@@ -192,7 +192,13 @@ impl Drop for Cp {
     }
 }
 
-/// A runner process (local backend) registered with a control plane.
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A runner process (local backend unless `--backend` is among the extra arguments) registered with a control
+/// plane.
 pub struct Runner {
     pub name: String,
     pub state: PathBuf,
@@ -205,9 +211,11 @@ impl Runner {
     /// Starts a runner offering `vcpus` and `memory` (e.g. "4GiB"), registered with `join_token`.
     pub fn start(cp: &Cp, name: &str, join_token: &str, vcpus: u32, memory: &str, extra: &[&str]) -> Runner {
         let tmp = tempfile::Builder::new().prefix("boxyard-runner-").tempdir().unwrap();
-        let mut args: Vec<String> = vec![
-            "--backend".into(),
-            "local".into(),
+        let mut args: Vec<String> = Vec::new();
+        if !extra.contains(&"--backend") {
+            args.extend(["--backend".into(), "local".into()]);
+        }
+        args.extend([
             "--controlplane".into(),
             cp.registry.clone(),
             "--join-token".into(),
@@ -218,7 +226,7 @@ impl Runner {
             vcpus.to_string(),
             "--capacity-memory".into(),
             memory.into(),
-        ];
+        ]);
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut r = Runner { name: name.into(), state: tmp.path().to_path_buf(), args, child: None, _tmp: tmp };
         r.spawn();
