@@ -112,6 +112,9 @@ impl From<sqlx::Error> for ApiError {
                     format!("the database is unreachable ({e}); retry shortly"),
                 )
             }
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
+                ApiError::conflict("already_exists", format!("an object with the same unique name exists ({db})"))
+            }
             sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
                 ApiError::unavailable(
                     "database_unavailable",

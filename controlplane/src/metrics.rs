@@ -19,11 +19,11 @@ pub struct OutcomeLabel {
 
 pub struct Metrics {
     registry: Registry,
-    /// HTTP responses by status class.
+    /// HTTP responses by status code.
     pub http_responses: Family<StatusLabel, Counter>,
     /// Placements by outcome (placed, no_capacity, runner_failed, …).
     pub placements: Family<OutcomeLabel, Counter>,
-    /// Seconds from reservation to a running box.
+    /// Seconds from the start of a placement to a running box.
     pub placement_seconds: Histogram,
     /// 1 while this replica holds the reconciler lock.
     pub reconciler_leader: Gauge,
@@ -50,7 +50,11 @@ impl Default for Metrics {
         };
         registry.register("http_responses", "HTTP responses by status", m.http_responses.clone());
         registry.register("placements", "Box placements by outcome", m.placements.clone());
-        registry.register("placement_seconds", "Time from reservation to a running box", m.placement_seconds.clone());
+        registry.register(
+            "placement_seconds",
+            "Time from the start of a placement to a running box",
+            m.placement_seconds.clone(),
+        );
         registry.register(
             "reconciler_leader",
             "1 while this replica leads the reconciler",

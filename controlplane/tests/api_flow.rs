@@ -131,4 +131,13 @@ async fn idempotency_key_makes_create_and_exec_safe_to_retry() {
     assert_eq!(x.body["id"], y.body["id"]);
     let list = api.get(&format!("/v1/boxes/{id}/executions")).await;
     assert_eq!(list.ok()["items"].as_array().unwrap().len(), 1);
+
+    // An error of the moment (409: the box is stopped) is not stored: the retry runs once the box runs again.
+    api.post(&format!("/v1/boxes/{id}/stop"), json!({})).await.ok();
+    let h = [("Idempotency-Key", "exec-2")];
+    let body = json!({"command": ["true"]});
+    api.send("POST", &format!("/v1/boxes/{id}/executions"), Some(body.clone()), &h).await.err(409, "box_not_running");
+    api.post(&format!("/v1/boxes/{id}/start"), json!({})).await.ok();
+    let r = api.send("POST", &format!("/v1/boxes/{id}/executions"), Some(body), &h).await;
+    assert_eq!(r.status, 201, "{}", r.body);
 }

@@ -226,3 +226,63 @@ async fn the_control_plane_rides_out_a_database_restart_under_load() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_registered_runner_serves_only_the_control_plane_it_joined() {
+    use boxyard_proto::runner::ListBoxesRequest;
+    use boxyard_proto::runner::runner_client::RunnerClient;
+    use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+    let s = Stack::start(&[("r1", 2)]).await;
+    let state = &s.runners[0].state;
+    let addr: String = serde_json::from_slice(&std::fs::read(state.join("runner.addr")).unwrap()).unwrap();
+    let ca = std::fs::read(state.join("tls/dev-cert.pem")).unwrap();
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)).domain_name("localhost");
+    let ch =
+        Endpoint::from_shared(format!("https://{addr}")).unwrap().tls_config(tls).unwrap().connect().await.unwrap();
+    let mut c = RunnerClient::new(ch);
+    let err = c.list_boxes(ListBoxesRequest {}).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unauthenticated, "{err:?}");
+    let mut req = tonic::Request::new(ListBoxesRequest {});
+    req.metadata_mut().insert("authorization", "Bearer wrong".parse().unwrap());
+    assert_eq!(c.list_boxes(req).await.unwrap_err().code(), tonic::Code::Unauthenticated);
+    let token = std::fs::read_to_string(state.join("api-token")).unwrap();
+    let mut req = tonic::Request::new(ListBoxesRequest {});
+    req.metadata_mut().insert("authorization", format!("Bearer {}", token.trim()).parse().unwrap());
+    c.list_boxes(req).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn registration_needs_a_valid_join_token() {
+    let pg = Pg::start();
+    let cp = Cp::start(&pg, &[]);
+    let admin = cp.admin();
+    let token = admin.join_token().await;
+    // A revoked token no longer registers anyone.
+    let list = admin.get("/v1/admin/join-tokens").await;
+    let tid = list.ok()["items"][0]["id"].as_str().unwrap().to_string();
+    admin.delete(&format!("/v1/admin/join-tokens/{tid}")).await.ok();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut out = std::process::Command::new(
+        std::path::Path::new(env!("CARGO_BIN_EXE_boxyard-controlplane")).with_file_name("boxyard-runner"),
+    )
+    .args(["serve", "--backend", "local", "--listen", "127.0.0.1:0", "--tls-dev", "--name", "bad"])
+    .arg("--state-dir")
+    .arg(tmp.path())
+    .args(["--controlplane", &cp.registry, "--join-token", &token])
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while out.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = out.kill();
+            panic!("the runner kept running with a revoked join token");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let out = out.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("join token is invalid, expired or revoked"), "{err}");
+    assert!(admin.get("/v1/admin/runners").await.ok()["items"].as_array().unwrap().is_empty());
+}

@@ -65,7 +65,13 @@ async fn cordoned_and_drained_runners_take_no_new_boxes() {
     api.post("/v1/boxes", json!({})).await.err(503, "no_runner_matches");
     let r = s.admin.post(&format!("/v1/admin/runners/{rid}/uncordon"), json!({})).await;
     assert_eq!((r.ok()["draining"].clone(), r.body["cordoned"].clone()), (json!(false), json!(false)));
-    api.create_box(json!({})).await;
+    let b2 = api.create_box(json!({})).await;
     // Non-admins cannot touch runners.
     api.post(&format!("/v1/admin/runners/{rid}/cordon"), json!({})).await.err(403, "forbidden");
+    // A runner with boxes cannot be removed; once they are gone it can.
+    s.admin.delete(&format!("/v1/admin/runners/{rid}")).await.err(409, "runner_in_use");
+    api.delete(&format!("/v1/boxes/{b}")).await;
+    api.delete(&format!("/v1/boxes/{b2}")).await;
+    assert_eq!(s.admin.delete(&format!("/v1/admin/runners/{rid}")).await.status, 204);
+    s.admin.get(&format!("/v1/admin/runners/{rid}")).await.err(404, "not_found");
 }

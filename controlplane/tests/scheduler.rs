@@ -104,7 +104,9 @@ async fn filtering_and_scoring() {
     assert_eq!(c.iter().map(|c| c.id).collect::<Vec<_>>(), vec![gpu]);
     let d = Demand { selector: json!({"zone": "nowhere"}), ..demand(1) };
     assert!(matches!(scheduler::candidates(&pool, cfg, &d, &[]).await, Err(ScheduleError::NoRunnerMatches(_))));
-    // Capacity filter and the most free runner first.
+    // Capacity filter and the most free runner first (gpu is half used).
+    let used = pending_box(&pool, org, 2).await;
+    assert!(scheduler::reserve(&pool, cfg, used, gpu, &demand(2), false).await.unwrap());
     let c = scheduler::candidates(&pool, cfg, &demand(3), &[]).await.unwrap();
     assert_eq!(c[0].id, big);
     assert!(!c.iter().any(|c| c.id == small));

@@ -7,6 +7,7 @@
 //! - [`vm`]: the VM backend seam (one trait) and its backends (QEMU; `local` for tests; our own KVM VMM later).
 //! - [`agent`]: the host side of the guest agent channel (session handshake, gRPC client, resumable output).
 //! - [`launch`]: boot a VM and connect to its agent, with one deadline.
+//! - [`metrics`]: `/metrics` (Prometheus), computed from the inventory at scrape time.
 //! - [`registration`]: joining a control plane (join token, heartbeats, the API token it must present).
 //! - [`hostcaps`]: what this host can do (hardware virtualization). [`disk`]: per-box writable disks.
 //! - [`config`], [`error`], [`store`] (atomic state files), [`client`] (a TLS client of the runner API).
@@ -21,6 +22,7 @@ pub mod execlog;
 pub mod executions;
 pub mod hostcaps;
 pub mod launch;
+pub mod metrics;
 pub mod registration;
 pub mod service;
 pub mod store;

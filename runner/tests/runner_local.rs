@@ -478,3 +478,33 @@ async fn destroying_a_box_ends_its_attaches_with_not_found() {
     // The same id can be created again at once.
     assert_eq!(create_box(&mut c, "b1").await.state, pb::BoxState::Running as i32);
 }
+
+/// GET /metrics over plain HTTP/1.0 (no client library needed).
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test]
+async fn metrics_report_boxes_and_executions() {
+    let r = RunnerProc::local(&["--metrics-listen", "127.0.0.1:0"]);
+    let log = r.log();
+    let addr = log
+        .lines()
+        .find_map(|l| l.split("metrics on http://").nth(1))
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics address in the log:\n{log}"))
+        .to_string();
+    let mut c = r.client().await;
+    create_box(&mut c, "m1").await;
+    let e = c.exec(sh("m1", "printf 12345")).await.unwrap().into_inner();
+    wait_finished(&mut c, &e.execution_id, Duration::from_secs(30)).await;
+    let text = tokio::task::spawn_blocking(move || scrape(&addr)).await.unwrap();
+    assert!(text.contains("boxyard_runner_boxes{state=\"running\"} 1"), "{text}");
+    assert!(text.contains("boxyard_runner_executions{state=\"finished\"} 1"), "{text}");
+    assert!(text.contains("boxyard_runner_output_bytes 5"), "{text}");
+}

@@ -275,24 +275,27 @@ pub async fn get_runner(
     Ok(axum::Json(runner_view(&st, id(&rid, "runner")?).await?))
 }
 
+/// Sets the flags given (None: unchanged).
 async fn set_flags(
     st: &AppState,
     p: &Principal,
     rid: &str,
     action: &str,
-    draining: bool,
-    cordoned: bool,
+    draining: Option<bool>,
+    cordoned: Option<bool>,
 ) -> ApiResult<RunnerView> {
     p.require(Role::PlatformAdmin)?;
     let rid = id(rid, "runner")?;
     let mut tx = st.db.begin().await?;
-    let n = sqlx::query("UPDATE runners SET draining = $2, cordoned = $3 WHERE id = $1")
-        .bind(rid)
-        .bind(draining)
-        .bind(cordoned)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    let n = sqlx::query(
+        "UPDATE runners SET draining = coalesce($2, draining), cordoned = coalesce($3, cordoned) WHERE id = $1",
+    )
+    .bind(rid)
+    .bind(draining)
+    .bind(cordoned)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     if n == 0 {
         return Err(ApiError::not_found("runner", rid));
     }
@@ -309,11 +312,12 @@ pub async fn cordon(
     p: Principal,
     Path(rid): Path<String>,
 ) -> ApiResult<axum::Json<RunnerView>> {
-    Ok(axum::Json(set_flags(&st, &p, &rid, "runner.cordon", false, true).await?))
+    Ok(axum::Json(set_flags(&st, &p, &rid, "runner.cordon", None, Some(true)).await?))
 }
 
-/// Drain a runner before maintenance: no new boxes, and its boxes are reported as draining; wait until its
-/// `boxes` count reaches 0 (users stop or delete them, or their TTL ends them).
+/// Drain a runner before maintenance: it takes no new boxes and is shown (and told, in heartbeat answers) as
+/// draining. Its boxes keep running: wait until its `running_boxes` count reaches 0 (users stop or delete them, or
+/// auto-stop and TTL end them), then upgrade or remove it.
 #[utoipa::path(post, path = "/v1/admin/runners/{runner_id}/drain", tag = "admin", params(("runner_id" = Uuid, Path)),
     responses((status = 200, body = RunnerView), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn drain(
@@ -321,7 +325,7 @@ pub async fn drain(
     p: Principal,
     Path(rid): Path<String>,
 ) -> ApiResult<axum::Json<RunnerView>> {
-    Ok(axum::Json(set_flags(&st, &p, &rid, "runner.drain", true, true).await?))
+    Ok(axum::Json(set_flags(&st, &p, &rid, "runner.drain", Some(true), Some(true)).await?))
 }
 
 /// Put a cordoned or drained runner back in service.
@@ -332,7 +336,43 @@ pub async fn uncordon(
     p: Principal,
     Path(rid): Path<String>,
 ) -> ApiResult<axum::Json<RunnerView>> {
-    Ok(axum::Json(set_flags(&st, &p, &rid, "runner.uncordon", false, false).await?))
+    Ok(axum::Json(set_flags(&st, &p, &rid, "runner.uncordon", Some(false), Some(false)).await?))
+}
+
+/// Remove a runner from the fleet. Refused while boxes are placed on it (unless they are lost); its lost and
+/// deleted boxes are released. A removed runner that heartbeats again is told to register anew.
+#[utoipa::path(delete, path = "/v1/admin/runners/{runner_id}", tag = "admin", params(("runner_id" = Uuid, Path)),
+    responses((status = 204, description = "Removed"), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+pub async fn delete_runner(State(st): State<AppState>, p: Principal, Path(rid): Path<String>) -> ApiResult<StatusCode> {
+    p.require(Role::PlatformAdmin)?;
+    let rid = id(&rid, "runner")?;
+    let mut tx = st.db.begin().await?;
+    let name: String = sqlx::query_scalar("SELECT name FROM runners WHERE id = $1 FOR UPDATE")
+        .bind(rid)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or_else(|| ApiError::not_found("runner", rid))?;
+    let active: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM boxes WHERE runner_id = $1 AND deleted_at IS NULL AND state <> 'lost'",
+    )
+    .bind(rid)
+    .fetch_one(&mut *tx)
+    .await?;
+    if active > 0 {
+        return Err(ApiError::conflict(
+            "runner_in_use",
+            format!("runner {name} still has {active} boxes; drain it and wait for them to end, or delete them"),
+        ));
+    }
+    sqlx::query("UPDATE boxes SET runner_id = NULL, reserved = false WHERE runner_id = $1")
+        .bind(rid)
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM runners WHERE id = $1").bind(rid).execute(&mut *tx).await?;
+    audit(&mut *tx, Some(p.key_id), Some(p.org_id), "runner.delete", &name, serde_json::json!({"runner_id": rid}))
+        .await?;
+    tx.commit().await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(sqlx::FromRow)]

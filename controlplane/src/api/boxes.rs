@@ -133,6 +133,12 @@ pub async fn list(
     Query(q): Query<ListParams>,
 ) -> ApiResult<axum::Json<BoxList>> {
     let limit = range("limit", q.limit, 50, 1, 200)?;
+    const STATES: [&str; 7] = ["pending", "starting", "running", "stopping", "stopped", "error", "lost"];
+    if let Some(s) = &q.state
+        && !STATES.contains(&s.as_str())
+    {
+        return Err(ApiError::invalid(format!("state {s:?} is not one of {}", STATES.join(", "))));
+    }
     let after = match &q.cursor {
         Some(c) => Some(
             Uuid::parse_str(c)

@@ -83,15 +83,20 @@ pub async fn create(
 }
 
 /// List a box's executions (oldest first), paginated.
-#[utoipa::path(get, path = "/v1/boxes/{id}/executions", tag = "executions", params(("id" = Uuid, Path), ListParams),
+#[utoipa::path(get, path = "/v1/boxes/{id}/executions", tag = "executions", params(("id" = Uuid, Path), ExecListParams),
     responses((status = 200, body = ExecutionList), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(st): State<AppState>,
     p: Principal,
     Path(bid): Path<String>,
-    Query(q): Query<ListParams>,
+    Query(q): Query<ExecListParams>,
 ) -> ApiResult<axum::Json<ExecutionList>> {
     let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
+    if let Some(s) = &q.state
+        && !["running", "finished", "lost"].contains(&s.as_str())
+    {
+        return Err(ApiError::invalid(format!("state {s:?} is not one of running, finished, lost")));
+    }
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::invalid("limit must be between 1 and 200"));

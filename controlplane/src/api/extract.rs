@@ -23,7 +23,11 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
-            ApiError::bad_request("invalid_body", format!("cannot read the request body: {}", e.body_text()))
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(e.status(), "body_too_large", format!("JSON bodies are limited to {MAX_JSON} bytes"))
+            } else {
+                ApiError::bad_request("invalid_body", format!("cannot read the request body: {}", e.body_text()))
+            }
         })?;
         if bytes.len() > MAX_JSON {
             return Err(ApiError::new(

@@ -1,7 +1,7 @@
 //! `Idempotency-Key` on create requests: the first request with a key runs and its response (success or client
 //! error) is stored; a retry with the same key and the same body gets that response again, without running twice.
 //! The same key with another body is 422 `idempotency_key_reused`; a retry while the first is still running is 409
-//! `request_in_progress`. Server errors are not stored, so the retry runs again.
+//! `request_in_progress`. Outcomes a retry may change (5xx, 409, 429) are not stored, so the retry runs again.
 
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -98,9 +98,12 @@ pub async fn begin(st: &AppState, headers: &HeaderMap, org: Uuid, operation: &st
 }
 
 impl Claim {
-    /// Stores the outcome (client errors and successes), or forgets the key after a server error.
+    /// Stores a final outcome (success, or a client error that a retry would repeat), or forgets the key after an
+    /// outcome a retry may change (server errors, 409 conflicts of the moment, 429).
     pub async fn finish(self, st: &AppState, status: StatusCode, body: &serde_json::Value) {
-        let r = if status.is_server_error() {
+        let transient = status.is_server_error()
+            || matches!(status, StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT);
+        let r = if transient {
             sqlx::query("DELETE FROM idempotency_keys WHERE org_id = $1 AND key = $2")
                 .bind(self.org)
                 .bind(&self.key)
@@ -122,10 +125,13 @@ impl Claim {
 }
 
 /// Runs `f` under the idempotency protocol and returns its response (or the stored one).
+///
+/// `f` runs in a task of its own: a client that disconnects does not cut a create in the middle, and the outcome
+/// is recorded for its retry.
 pub async fn run<T, F>(st: &AppState, headers: &HeaderMap, org: Uuid, op: &str, hash: &[u8], f: F) -> Response
 where
-    T: serde::Serialize,
-    F: std::future::Future<Output = ApiResult<(StatusCode, T)>>,
+    T: serde::Serialize + Send + 'static,
+    F: std::future::Future<Output = ApiResult<(StatusCode, T)>> + Send + 'static,
 {
     let claim = match begin(st, headers, org, op, hash).await {
         Ok(Begin::Replay(r)) => return r,
@@ -133,13 +139,21 @@ where
         Ok(Begin::Run(c)) => Some(c),
         Err(e) => return e.into_response(),
     };
-    let (status, body) = match f.await {
-        Ok((s, v)) => (s, serde_json::to_value(v).unwrap_or_default()),
-        Err(e) => (e.status, serde_json::to_value(&e.body).unwrap_or_default()),
+    let st2 = st.clone();
+    let task = tokio::spawn(async move {
+        let (status, body) = match f.await {
+            Ok((s, v)) => (s, serde_json::to_value(v).unwrap_or_default()),
+            Err(e) => (e.status, serde_json::to_value(&e.body).unwrap_or_default()),
+        };
+        if let Some(c) = claim {
+            c.finish(&st2, status, &body).await;
+        }
+        (status, body)
+    });
+    let (status, body) = match task.await {
+        Ok(r) => r,
+        Err(e) => return ApiError::internal(format!("the request failed: {e}")).into_response(),
     };
-    if let Some(c) = claim {
-        c.finish(st, status, &body).await;
-    }
     let mut resp = (status, axum::Json(&body)).into_response();
     if let Some(secs) = body.get("retry_after").and_then(|v| v.as_u64()) {
         resp.headers_mut().insert(axum::http::header::RETRY_AFTER, secs.into());

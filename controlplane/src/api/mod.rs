@@ -36,7 +36,7 @@ use crate::state::AppState;
         executions::upload, executions::download, attach::attach,
         keys::me, keys::config, keys::create, keys::list, keys::revoke,
         admin::create_org, admin::list_orgs, admin::get_org, admin::set_quota, admin::create_org_key, admin::list_org_keys,
-        admin::revoke_org_key, admin::list_runners, admin::get_runner, admin::cordon, admin::drain, admin::uncordon,
+        admin::revoke_org_key, admin::list_runners, admin::get_runner, admin::delete_runner, admin::cordon, admin::drain, admin::uncordon,
         admin::create_join_token, admin::list_join_tokens, admin::revoke_join_token, admin::audit_log,
     ),
     components(schemas(crate::error::ErrorBody)),
@@ -88,7 +88,7 @@ pub fn router(st: AppState) -> Router {
         .route("/admin/orgs/{org_id}/keys", post(admin::create_org_key).get(admin::list_org_keys))
         .route("/admin/orgs/{org_id}/keys/{key_id}", axum::routing::delete(admin::revoke_org_key))
         .route("/admin/runners", get(admin::list_runners))
-        .route("/admin/runners/{runner_id}", get(admin::get_runner))
+        .route("/admin/runners/{runner_id}", get(admin::get_runner).delete(admin::delete_runner))
         .route("/admin/runners/{runner_id}/cordon", post(admin::cordon))
         .route("/admin/runners/{runner_id}/drain", post(admin::drain))
         .route("/admin/runners/{runner_id}/uncordon", post(admin::uncordon))
@@ -111,8 +111,16 @@ pub fn router(st: AppState) -> Router {
             )
         })
         .layer(axum::middleware::from_fn_with_state(st.clone(), observe))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(st)
+}
+
+/// A span per request, child of the caller's trace when it sent `traceparent`.
+fn request_span(req: &Request) -> tracing::Span {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
+    let _ = span.set_parent(crate::telemetry::extract_context(req.headers()));
+    span
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -120,7 +128,10 @@ async fn openapi() -> impl IntoResponse {
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], st.metrics.encode())
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+        st.metrics.encode(),
+    )
 }
 
 /// Counts responses by status.

@@ -118,8 +118,19 @@ pub struct ListParams {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct BoxList {
     pub items: Vec<BoxView>,
-    /// Pass as `cursor` to get the next page; absent on the last page.
+    /// Pass as `cursor` to get the next page; null on the last page.
     pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ExecListParams {
+    /// Page size, 1..=200 (default 50).
+    pub limit: Option<i64>,
+    /// `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Only executions in this state (running, finished, lost).
+    pub state: Option<String>,
 }
 
 /// `POST /v1/boxes/{id}/executions`.

@@ -368,12 +368,24 @@ pub async fn start(st: &AppState, b: &BoxRow) -> ApiResult<BoxRow> {
     }
     let runner = b.runner_id.ok_or_else(|| ApiError::conflict("invalid_state", "the box has no runner"))?;
     {
+        // The quota check and the move to an active state in one transaction (under the org's quota row lock), so
+        // concurrent starts and creates cannot pass the check together.
         let mut tx = st.db.begin().await?;
         check_quota(&mut tx, b.org_id, b.vcpus, b.memory_mib, b.disk_mib, Some(b.id)).await?;
-        sqlx::query("UPDATE boxes SET desired_state = 'running', updated_at = now() WHERE id = $1")
-            .bind(b.id)
-            .execute(&mut *tx)
-            .await?;
+        let n = sqlx::query(
+            "UPDATE boxes SET desired_state = 'running', state = 'starting', updated_at = now()
+              WHERE id = $1 AND state = 'stopped' AND deleted_at IS NULL",
+        )
+        .bind(b.id)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if n == 0 {
+            return Err(ApiError::conflict(
+                "invalid_state",
+                format!("box {} is being started or stopped; retry", b.id),
+            ));
+        }
         tx.commit().await?;
     }
     if !scheduler::reserve(&st.db, &st.config, b.id, runner, &b.demand(), true).await? {
@@ -427,19 +439,19 @@ fn reason(b: &BoxRow) -> String {
 
 /// Stops a running box (its disk stays on the runner; `start` boots it again).
 pub async fn stop(st: &AppState, b: &BoxRow) -> ApiResult<BoxRow> {
+    if matches!(b.state.as_str(), "pending" | "starting") {
+        return Err(ApiError::conflict(
+            "invalid_state",
+            format!("box {} is still {}; stop it once it is running", b.id, b.state),
+        )
+        .retry_after(2));
+    }
     sqlx::query("UPDATE boxes SET desired_state = 'stopped', updated_at = now() WHERE id = $1")
         .bind(b.id)
         .execute(&st.db)
         .await?;
-    match b.state.as_str() {
-        "stopped" | "error" | "lost" => return Ok(load(&st.db, b.id).await?.unwrap_or_else(|| b.clone())),
-        "pending" | "starting" => {
-            return Err(ApiError::conflict(
-                "invalid_state",
-                format!("box {} is still {}; stop it once it is running", b.id, b.state),
-            ));
-        }
-        _ => {}
+    if matches!(b.state.as_str(), "stopped" | "error" | "lost") {
+        return Ok(load(&st.db, b.id).await?.unwrap_or_else(|| b.clone()));
     }
     stop_on_runner(st, b, "stopped on request").await?;
     Ok(load(&st.db, b.id).await?.unwrap_or_else(|| b.clone()))

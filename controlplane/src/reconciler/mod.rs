@@ -137,6 +137,8 @@ async fn mark_silent_runners(st: &AppState, leading_for: Duration) -> Result<(),
     Ok(())
 }
 
+/// Placements whose replica died half way. A box that never ran is placed again from scratch; a stopped box that
+/// was being started again goes back to `stopped` on its runner (its disk is there; the user may start it again).
 async fn place_abandoned(st: &AppState) -> Result<(), sqlx::Error> {
     let cfg = &st.config;
     let stale: Vec<BoxRow> = sqlx::query_as(sql!(
@@ -147,6 +149,17 @@ async fn place_abandoned(st: &AppState) -> Result<(), sqlx::Error> {
     .fetch_all(&st.db)
     .await?;
     for b in stale {
+        if b.started_at.is_some() && b.runner_id.is_some() {
+            tracing::info!(box_id = %b.id, "a start of this box was abandoned: back to stopped");
+            sqlx::query(
+                "UPDATE boxes SET state = 'stopped', reserved = false, reason = 'a start was interrupted; start it again',
+                        updated_at = now() WHERE id = $1 AND state IN ('pending', 'starting')",
+            )
+            .bind(b.id)
+            .execute(&st.db)
+            .await?;
+            continue;
+        }
         tracing::info!(box_id = %b.id, "placing a box whose placement was abandoned");
         sqlx::query(
             "UPDATE boxes SET state = 'pending', runner_id = NULL, reserved = false, updated_at = now() WHERE id = $1",
@@ -161,7 +174,6 @@ async fn place_abandoned(st: &AppState) -> Result<(), sqlx::Error> {
             });
         }
     }
-
     Ok(())
 }
 
@@ -240,8 +252,9 @@ async fn collect(st: &AppState) -> Result<(), sqlx::Error> {
         .execute(&st.db)
         .await?;
     sqlx::query(
-        "DELETE FROM boxes WHERE deleted_at < now() - make_interval(secs => $1)
-            AND (destroyed_at IS NOT NULL OR runner_id IS NULL)",
+        "DELETE FROM boxes b WHERE deleted_at < now() - make_interval(secs => $1)
+            AND (destroyed_at IS NOT NULL OR runner_id IS NULL
+                 OR EXISTS (SELECT 1 FROM runners r WHERE r.id = b.runner_id AND r.state = 'lost'))",
     )
     .bind(keep)
     .execute(&st.db)

@@ -35,7 +35,12 @@ impl RegistryService {
 }
 
 fn db_err(e: sqlx::Error) -> Status {
-    Status::unavailable(format!("the control plane's database is unavailable ({e}); retrying is safe"))
+    let api = crate::error::ApiError::from(e);
+    if api.status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+        Status::unavailable(format!("{}; retrying is safe", api.body.message))
+    } else {
+        Status::internal(api.body.message)
+    }
 }
 
 fn valid_name(n: &str) -> bool {
@@ -301,9 +306,10 @@ async fn reconcile_inventory(
             }
         }
     }
-    // Finished executions whose record still says running.
+    // Finished executions whose record still says running, or lost (their runner was away and is back).
     let running: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT e.id FROM executions e JOIN boxes b ON b.id = e.box_id WHERE b.runner_id = $1 AND e.state = 'running'",
+        "SELECT e.id FROM executions e JOIN boxes b ON b.id = e.box_id
+          WHERE b.runner_id = $1 AND e.state IN ('running', 'lost')",
     )
     .bind(id)
     .fetch_all(&st.db)

@@ -57,7 +57,7 @@ impl Candidate {
         let (cpu, mem) = self.free(cfg);
         let cpu_frac = cpu / (self.capacity_vcpus.max(1) as f64 * cfg.cpu_overcommit);
         let mem_frac = mem / (self.capacity_memory_mib.max(1) as f64 * cfg.memory_overcommit);
-        let locality = if d.snapshot.is_some() && self.has_snapshot { 1.0 } else { 0.0 };
+        let locality = if d.snapshot.is_some() && self.has_snapshot { 1.5 } else { 0.0 };
         mem_frac + cpu_frac - 0.25 * self.starting as f64 + locality
     }
 }

@@ -65,6 +65,9 @@ pub struct ServeArgs {
     pub gc_interval: Duration,
     #[command(flatten)]
     pub guest: GuestOptions,
+    /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464). Off when not given.
+    #[arg(long, env = "BOXYARD_RUNNER_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub fleet: FleetOptions,
 }
@@ -76,7 +79,7 @@ pub struct FleetOptions {
     /// The control plane's runner registry, http://host:port or https://host:port.
     #[arg(long, env = "BOXYARD_CONTROLPLANE")]
     pub controlplane: Option<String>,
-    /// CA certificate (PEM) that signs the registry's certificate (https only).
+    /// CA certificate (PEM) that signs the registry's certificate (https only; default: the host's trust store).
     #[arg(long, env = "BOXYARD_CONTROLPLANE_CA")]
     pub controlplane_ca: Option<PathBuf>,
     /// Join token for the first registration (from a platform admin). Not needed once registered.
@@ -252,10 +255,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     let membership =
         args.fleet.membership(addr, &tls.cert_pem, api_token.clone().unwrap_or_default(), &backend_name)?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let counters = Arc::new(boxyard_runner::metrics::Counters::default());
+    if let Some(m) = &args.metrics_listen {
+        let l = tokio::net::TcpListener::bind(m).await.with_context(|| format!("cannot listen on {m} (metrics)"))?;
+        eprintln!("boxyard-runner: metrics on http://{}/metrics", l.local_addr()?);
+        let mut stop = stop_rx.clone();
+        tokio::spawn(boxyard_runner::metrics::serve(l, mgr.clone(), counters.clone(), async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+    }
     let fleet = membership.map(|m| {
         eprintln!("boxyard-runner: joining the control plane at {} as {:?}", m.controlplane, m.name);
         let mut stop = stop_rx.clone();
-        tokio::spawn(registration::run(m, args.state_dir.clone(), mgr.clone(), async move {
+        tokio::spawn(registration::run(m, args.state_dir.clone(), mgr.clone(), counters.clone(), async move {
             let _ = stop.wait_for(|s| *s).await;
         }))
     });

@@ -32,8 +32,12 @@ pub enum RegistrationError {
         "this runner is not registered yet and has no join token: pass --join-token (a platform admin creates one with POST /v1/admin/join-tokens)"
     )]
     NoJoinToken,
+    /// Permanent: the control plane said no (bad or revoked join token, name taken, invalid request).
     #[error("registration refused by the control plane: {0}")]
     Refused(String),
+    /// Transient: the control plane could not be reached or failed; retried.
+    #[error("{0}")]
+    Unreachable(String),
 }
 
 /// What the runner tells the control plane about itself.
@@ -90,10 +94,11 @@ async fn connect(m: &Membership) -> Result<RegistryClient<Channel>, Registration
         .timeout(Duration::from_secs(30))
         .tcp_nodelay(true);
     if m.controlplane.starts_with("https://") {
-        let mut tls = ClientTlsConfig::new();
-        if let Some(ca) = &m.controlplane_ca {
-            tls = tls.ca_certificate(Certificate::from_pem(ca));
-        }
+        let tls = match &m.controlplane_ca {
+            Some(ca) => ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca)),
+            // The host's trust store (e.g. a registry behind a publicly trusted certificate).
+            None => ClientTlsConfig::new().with_native_roots(),
+        };
         ep = ep.tls_config(tls).map_err(|e| bad(&e))?;
     }
     Ok(RegistryClient::new(ep.connect_lazy()))
@@ -116,7 +121,16 @@ async fn register(
             backend: m.backend.clone(),
         })
         .await
-        .map_err(|s| RegistrationError::Refused(format!("{} ({:?})", s.message(), s.code())))?
+        .map_err(|s| {
+            let msg = format!("{} ({:?})", s.message(), s.code());
+            match s.code() {
+                tonic::Code::Unauthenticated
+                | tonic::Code::PermissionDenied
+                | tonic::Code::InvalidArgument
+                | tonic::Code::AlreadyExists => RegistrationError::Refused(msg),
+                _ => RegistrationError::Unreachable(format!("registration failed: {msg}")),
+            }
+        })?
         .into_inner();
     let reg = Registration { controlplane: m.controlplane.clone(), runner_id: r.runner_id, credential: r.credential };
     write_secret(&state_dir.join("registration.json"), &serde_json::to_string(&reg).expect("serializable"))?;
@@ -144,6 +158,7 @@ pub async fn run(
     m: Membership,
     state_dir: PathBuf,
     mgr: Arc<BoxManager>,
+    counters: Arc<crate::metrics::Counters>,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), RegistrationError> {
     tokio::pin!(shutdown);
@@ -182,12 +197,13 @@ pub async fn run(
                     Err(RegistrationError::Refused(format!("{}; pass --join-token to register again", s.message())))
                 }
                 Err(s) => {
-                    Err(RegistrationError::Refused(format!("heartbeat failed: {} ({:?})", s.message(), s.code())))
+                    Err(RegistrationError::Unreachable(format!("heartbeat failed: {} ({:?})", s.message(), s.code())))
                 }
             }
         };
         match step.await {
             Ok((r, resp)) => {
+                counters.heartbeats_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if failures > 0 {
                     tracing::info!("heartbeats to the control plane resumed");
                 }
@@ -208,14 +224,16 @@ pub async fn run(
                     }
                 }
             }
-            Err(e @ (RegistrationError::NoJoinToken | RegistrationError::Io { .. })) => return Err(e),
-            Err(e) => {
+            Err(e @ RegistrationError::Unreachable(_)) => {
+                counters.heartbeats_failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 failures += 1;
                 // Log the first failures, then every tenth.
                 if failures <= 3 || failures.is_multiple_of(10) {
                     tracing::warn!("control plane at {}: {e} (attempt {failures}); retrying", m.controlplane);
                 }
             }
+            // Refusals, a missing join token, unwritable state: retrying cannot help.
+            Err(e) => return Err(e),
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
