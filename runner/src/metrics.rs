@@ -69,7 +69,10 @@ pub async fn serve(
             let (mgr, counters) = (mgr.clone(), counters.clone());
             async move {
                 let body = tokio::task::spawn_blocking(move || render(&mgr, &counters)).await.unwrap_or_default();
-                ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+                (
+                    [(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+                    body,
+                )
             }
         }),
     );

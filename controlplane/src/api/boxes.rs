@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use uuid::Uuid;
 
 use super::extract::{Body, Query, id};
 use super::idempotency;
@@ -139,13 +138,7 @@ pub async fn list(
     {
         return Err(ApiError::invalid(format!("state {s:?} is not one of {}", STATES.join(", "))));
     }
-    let after = match &q.cursor {
-        Some(c) => Some(
-            Uuid::parse_str(c)
-                .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))?,
-        ),
-        None => None,
-    };
+    let after = super::page_start(&q.cursor)?;
     let label = match &q.label {
         Some(l) => {
             let (k, v) =
@@ -166,13 +159,8 @@ pub async fn list(
     .bind(limit + 1)
     .fetch_all(&st.db)
     .await?;
-    let mut items: Vec<BoxView> = rows.into_iter().map(BoxView::from).collect();
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|b| b.id.to_string())
-    } else {
-        None
-    };
+    let (items, next_cursor) =
+        super::page(rows.into_iter().map(BoxView::from).collect::<Vec<BoxView>>(), limit, |x| x.id);
     Ok(axum::Json(BoxList { items, next_cursor }))
 }
 

@@ -9,7 +9,6 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use boxyard_proto::runner as pb;
 use futures::StreamExt;
-use uuid::Uuid;
 
 use super::extract::{Body, Query, id};
 use super::idempotency;
@@ -101,13 +100,7 @@ pub async fn list(
     if !(1..=200).contains(&limit) {
         return Err(ApiError::invalid("limit must be between 1 and 200"));
     }
-    let after = match &q.cursor {
-        Some(c) => Some(
-            Uuid::parse_str(c)
-                .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))?,
-        ),
-        None => None,
-    };
+    let after = super::page_start(&q.cursor)?;
     let rows: Vec<executions::ExecRow> = sqlx::query_as(sql!(
         "{SELECT_EXEC} WHERE box_id = $1 AND org_id = $2 AND ($3::uuid IS NULL OR id > $3)
             AND ($4::text IS NULL OR state = $4) ORDER BY id LIMIT $5"
@@ -119,13 +112,8 @@ pub async fn list(
     .bind(limit + 1)
     .fetch_all(&st.db)
     .await?;
-    let mut items: Vec<ExecutionView> = rows.into_iter().map(ExecutionView::from).collect();
-    let next_cursor = if items.len() as i64 > limit {
-        items.truncate(limit as usize);
-        items.last().map(|x| x.id.to_string())
-    } else {
-        None
-    };
+    let (items, next_cursor) =
+        super::page(rows.into_iter().map(ExecutionView::from).collect::<Vec<ExecutionView>>(), limit, |x| x.id);
     Ok(axum::Json(ExecutionList { items, next_cursor }))
 }
 

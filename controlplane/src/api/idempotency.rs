@@ -140,7 +140,7 @@ where
         Err(e) => return e.into_response(),
     };
     let st2 = st.clone();
-    let task = tokio::spawn(async move {
+    let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
         let (status, body) = match f.await {
             Ok((s, v)) => (s, serde_json::to_value(v).unwrap_or_default()),
             Err(e) => (e.status, serde_json::to_value(&e.body).unwrap_or_default()),
@@ -149,7 +149,7 @@ where
             c.finish(&st2, status, &body).await;
         }
         (status, body)
-    });
+    }));
     let (status, body) = match task.await {
         Ok(r) => r,
         Err(e) => return ApiError::internal(format!("the request failed: {e}")).into_response(),

@@ -24,8 +24,30 @@ use axum::routing::{get, post, put};
 use utoipa::OpenApi;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+
+/// The `cursor` query parameter of a list: the id after which the page starts.
+pub fn page_start(cursor: &Option<String>) -> ApiResult<Option<uuid::Uuid>> {
+    cursor
+        .as_deref()
+        .map(|c| {
+            uuid::Uuid::parse_str(c)
+                .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))
+        })
+        .transpose()
+}
+
+/// Cuts a page fetched with `limit + 1` rows to `limit`, and the cursor of the next page (None on the last).
+pub fn page<T>(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> uuid::Uuid) -> (Vec<T>, Option<String>) {
+    if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        let next = items.last().map(|x| id(x).to_string());
+        (items, next)
+    } else {
+        (items, None)
+    }
+}
 
 #[derive(OpenApi)]
 #[openapi(

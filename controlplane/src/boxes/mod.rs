@@ -400,37 +400,38 @@ pub async fn start(st: &AppState, b: &BoxRow) -> ApiResult<BoxRow> {
         )
         .retry_after(10));
     }
-    let (_, mut client) = st.runners.for_runner(&st.db, runner).await?;
-    match client.start_box(request(pb::BoxRef { box_id: b.id.to_string() }, st.config.create_timeout)).await {
-        Ok(info) if info.get_ref().state() == pb::BoxState::Running => {
-            sqlx::query(
-                "UPDATE boxes SET state = 'running', started_at = now(), last_activity_at = now(), reason = NULL,
-                        updated_at = now() WHERE id = $1",
-            )
-            .bind(b.id)
-            .execute(&st.db)
-            .await?;
-            Ok(load(&st.db, b.id).await?.unwrap_or_else(|| b.clone()))
+    let started = async {
+        let (_, mut client) = st.runners.for_runner(&st.db, runner).await?;
+        let info = client.start_box(request(pb::BoxRef { box_id: b.id.to_string() }, st.config.create_timeout)).await?;
+        if info.get_ref().state() != pb::BoxState::Running {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "boot_failed",
+                format!("the box did not start: {}", info.get_ref().reason),
+            ));
         }
-        r => {
-            let e: ApiError = match r {
-                Ok(info) => ApiError::new(
-                    StatusCode::BAD_GATEWAY,
-                    "boot_failed",
-                    format!("the box did not start: {}", info.get_ref().reason),
-                ),
-                Err(s) => s.into(),
-            };
-            sqlx::query(
-                "UPDATE boxes SET state = 'stopped', reserved = false, reason = $2, updated_at = now() WHERE id = $1",
-            )
-            .bind(b.id)
-            .bind(&e.body.message)
-            .execute(&st.db)
-            .await?;
-            Err(e)
-        }
+        sqlx::query(
+            "UPDATE boxes SET state = 'running', started_at = now(), last_activity_at = now(), reason = NULL,
+                    updated_at = now() WHERE id = $1",
+        )
+        .bind(b.id)
+        .execute(&st.db)
+        .await?;
+        Ok(())
     }
+    .await;
+    if let Err(e) = started {
+        // Whatever failed, the box is not running: back to stopped, its reservation released.
+        sqlx::query(
+            "UPDATE boxes SET state = 'stopped', reserved = false, reason = $2, updated_at = now() WHERE id = $1",
+        )
+        .bind(b.id)
+        .bind(&e.body.message)
+        .execute(&st.db)
+        .await?;
+        return Err(e);
+    }
+    Ok(load(&st.db, b.id).await?.unwrap_or_else(|| b.clone()))
 }
 
 fn reason(b: &BoxRow) -> String {

@@ -108,67 +108,48 @@ impl Registry for RegistryService {
                 .map_err(db_err)?;
         let (credential, cred_hash) = auth::runner_credential();
         let labels = Json(r.labels.clone().into_iter().collect::<std::collections::BTreeMap<_, _>>());
-        let id = match existing {
-            Some((_, state, hb)) if state == "ready" && chrono::Utc::now() - hb < live_after => {
-                return Err(Status::already_exists(format!(
-                    "a live runner named {:?} is registered; pick another name, or stop that runner first",
-                    r.name
-                )));
-            }
-            Some((id, _, _)) => {
-                // The same host again (its state directory was lost): same identity, new credential.
-                sqlx::query(
-                    "UPDATE runners SET address = $2, tls_server_name = $3, tls_ca_pem = $4, api_token = $5,
-                            credential_hash = $6, labels = $7, capacity_vcpus = $8, capacity_memory_mib = $9,
-                            capacity_disk_mib = $10, version = $11, backend = $12, state = 'ready',
-                            last_heartbeat_at = now(), join_token_id = $13 WHERE id = $1",
-                )
-                .bind(id)
-                .bind(&ep.address)
-                .bind(&ep.tls_server_name)
-                .bind(&ep.tls_ca_pem)
-                .bind(&ep.api_token)
-                .bind(&cred_hash)
-                .bind(&labels)
-                .bind(cap.vcpus as i32)
-                .bind(cap.memory_mib as i64)
-                .bind(cap.disk_mib as i64)
-                .bind(&r.version)
-                .bind(&r.backend)
-                .bind(token_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                id
-            }
-            None => {
-                let id = Uuid::now_v7();
-                sqlx::query(
-                    "INSERT INTO runners (id, name, address, tls_server_name, tls_ca_pem, api_token, credential_hash,
-                            labels, capacity_vcpus, capacity_memory_mib, capacity_disk_mib, version, backend, state,
-                            join_token_id)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'ready', $14)",
-                )
-                .bind(id)
-                .bind(&r.name)
-                .bind(&ep.address)
-                .bind(&ep.tls_server_name)
-                .bind(&ep.tls_ca_pem)
-                .bind(&ep.api_token)
-                .bind(&cred_hash)
-                .bind(&labels)
-                .bind(cap.vcpus as i32)
-                .bind(cap.memory_mib as i64)
-                .bind(cap.disk_mib as i64)
-                .bind(&r.version)
-                .bind(&r.backend)
-                .bind(token_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-                id
-            }
-        };
+        if let Some((_, state, hb)) = &existing
+            && state == "ready"
+            && chrono::Utc::now() - *hb < live_after
+        {
+            return Err(Status::already_exists(format!(
+                "a live runner named {:?} is registered; pick another name, or stop that runner first",
+                r.name
+            )));
+        }
+        // A known name is the same host again (its state directory was lost): it keeps its identity (and so its
+        // boxes) and gets a new credential.
+        let id: Uuid = sqlx::query_scalar(
+            "INSERT INTO runners (id, name, address, tls_server_name, tls_ca_pem, api_token, credential_hash,
+                    labels, capacity_vcpus, capacity_memory_mib, capacity_disk_mib, version, backend, state,
+                    join_token_id)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'ready', $14)
+             ON CONFLICT (name) DO UPDATE SET address = excluded.address, tls_server_name = excluded.tls_server_name,
+                    tls_ca_pem = excluded.tls_ca_pem, api_token = excluded.api_token,
+                    credential_hash = excluded.credential_hash, labels = excluded.labels,
+                    capacity_vcpus = excluded.capacity_vcpus, capacity_memory_mib = excluded.capacity_memory_mib,
+                    capacity_disk_mib = excluded.capacity_disk_mib, version = excluded.version,
+                    backend = excluded.backend, state = 'ready', last_heartbeat_at = now(),
+                    join_token_id = excluded.join_token_id
+             RETURNING id",
+        )
+        .bind(existing.map(|(id, _, _)| id).unwrap_or_else(Uuid::now_v7))
+        .bind(&r.name)
+        .bind(&ep.address)
+        .bind(&ep.tls_server_name)
+        .bind(&ep.tls_ca_pem)
+        .bind(&ep.api_token)
+        .bind(&cred_hash)
+        .bind(&labels)
+        .bind(cap.vcpus as i32)
+        .bind(cap.memory_mib as i64)
+        .bind(cap.disk_mib as i64)
+        .bind(&r.version)
+        .bind(&r.backend)
+        .bind(token_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(db_err)?;
         sqlx::query("UPDATE join_tokens SET uses = uses + 1 WHERE id = $1")
             .bind(token_id)
             .execute(&mut *tx)

@@ -24,8 +24,25 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
+/// A Postgres program: from PATH, else from Debian's versioned directory.
+fn pg_bin(tool: &str) -> PathBuf {
+    let in_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).map(|d| d.join(tool)).find(|p| p.exists()))
+        .unwrap_or_default();
+    in_path
+        .or_else(|| {
+            let mut dirs: Vec<PathBuf> =
+                std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|e| e.path()).collect();
+            dirs.sort();
+            dirs.into_iter().rev().map(|d| d.join("bin").join(tool)).find(|p| p.exists())
+        })
+        .unwrap_or_else(|| panic!("{tool} not found: install PostgreSQL (scripts/setup.sh does)"))
+}
+
 /// Runs a Postgres tool, as the `postgres` user when we are root (initdb refuses root).
 fn pg_tool(tool: &str, args: &[&str]) -> std::process::Output {
+    let tool = pg_bin(tool);
+    let tool = tool.to_str().unwrap();
     let mut c = if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--", tool]);
@@ -105,6 +122,19 @@ fn bin(name: &str) -> PathBuf {
     p
 }
 
+/// Waits until a starting process writes its address file; panics with its log if it exits or takes 60 s.
+fn wait_started(child: &mut Child, addr_file: &Path, what: &str, log: &Path) {
+    let log = || std::fs::read_to_string(log).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !addr_file.exists() {
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("{what} exited ({s}) during start-up; log:\n{}", log());
+        }
+        assert!(Instant::now() < deadline, "{what} did not start in 60 s; log:\n{}", log());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 /// A control-plane replica.
 pub struct Cp {
     pub api: String,
@@ -149,14 +179,7 @@ impl Cp {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !addr_file.exists() {
-            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the control plane exited ({s}) during start-up; log:\n{}", self.log());
-            }
-            assert!(Instant::now() < deadline, "the control plane did not start in 60 s; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_started(self.child.as_mut().unwrap(), &addr_file, "the control plane", &self.dir.path().join("cp.log"));
         let v: Value = serde_json::from_slice(&std::fs::read(&addr_file).unwrap()).unwrap();
         self.api = format!("http://{}", v["api"].as_str().unwrap());
         self.registry = format!("http://{}", v["registry"].as_str().unwrap());
@@ -250,14 +273,7 @@ impl Runner {
             .spawn()
             .unwrap();
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !addr_file.exists() {
-            if let Some(s) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the runner exited ({s}) during start-up; log:\n{}", self.log());
-            }
-            assert!(Instant::now() < deadline, "the runner did not start in 60 s; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_started(self.child.as_mut().unwrap(), &addr_file, "the runner", &self.state.join("runner.log"));
     }
 
     pub fn log(&self) -> String {
