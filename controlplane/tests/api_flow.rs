@@ -141,3 +141,45 @@ async fn idempotency_key_makes_create_and_exec_safe_to_retry() {
     let r = api.send("POST", &format!("/v1/boxes/{id}/executions"), Some(body), &h).await;
     assert_eq!(r.status, 201, "{}", r.body);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_resumes_across_gateway_and_runner_restarts() {
+    let mut s = Stack::start(&[("r1", 4)]).await;
+    let (_, api) = s.admin.org("acme").await;
+    let b = api.create_box(json!({})).await;
+    // Output keeps coming for a few seconds, so the restarts happen mid-stream.
+    let e = api
+        .exec(
+            &b,
+            &[
+                "sh",
+                "-c",
+                "i=0; while [ $i -lt 300 ]; do seq $((i*1000+1)) $((i*1000+1000)); i=$((i+1)); sleep 0.01; done",
+            ],
+        )
+        .await;
+    let mut out = Output::default();
+    // A second attach from the start runs beside the first, untouched by what happens to the first.
+    let (api2, b2, e2) = (api.clone(), b.clone(), e.clone());
+    let other = tokio::spawn(async move {
+        let mut o = Output::default();
+        while !attach(&api2, &b2, &e2, &mut o, None).await {}
+        o
+    });
+    assert!(!attach(&api, &b, &e, &mut out, Some(100_000)).await);
+    s.cp.restart();
+    assert!(!attach(&api, &b, &e, &mut out, Some(100_000)).await);
+    s.runners[0].kill9();
+    s.runners[0].spawn();
+    while !attach(&api, &b, &e, &mut out, None).await {}
+    let expected: String = (1..=300_000).map(|i| format!("{i}\n")).collect();
+    assert!(
+        out.stdout == expected.as_bytes(),
+        "stdout differs ({} bytes, expected {})",
+        out.stdout.len(),
+        expected.len()
+    );
+    assert_eq!(out.exit.as_ref().unwrap()["exit_code"], 0);
+    let o = other.await.unwrap();
+    assert!(o.stdout == expected.as_bytes(), "the concurrent attach differs");
+}

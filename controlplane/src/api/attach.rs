@@ -171,7 +171,15 @@ async fn bridge(
                         return;
                     }
                     Err(s) => {
-                        let e = ApiError::from(s);
+                        // A broken runner connection (the runner restarting) surfaces as UNKNOWN from h2: the client
+                        // should reconnect from its last cursor.
+                        let e = match s.code() {
+                            tonic::Code::Unknown | tonic::Code::Cancelled => ApiError::unavailable(
+                                "runner_unavailable",
+                                format!("the connection to the runner broke ({}); reconnect with your last cursor", s.message()),
+                            ),
+                            _ => ApiError::from(s),
+                        };
                         let _ = socket.send(text(json!({"type": "error", "code": e.code(), "message": e.body.message}))).await;
                         let _ = socket.send(Message::Close(Some(CloseFrame { code: 1011, reason: "runner error".into() }))).await;
                         return;

@@ -505,11 +505,27 @@ impl Output {
 pub async fn attach(api: &Api, box_id: &str, eid: &str, out: &mut Output, cut_after: Option<u64>) -> bool {
     let mut req = api.ws_url(box_id, eid, out.next).into_client_request().unwrap();
     req.headers_mut().insert("authorization", format!("Bearer {}", api.key).parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("attach handshake");
+    let mut ws = match tokio_tungstenite::connect_async(req).await {
+        Ok((ws, _)) => ws,
+        // The gateway or the runner may be restarting (connection refused, 503): the caller attaches again.
+        Err(tokio_tungstenite::tungstenite::Error::Io(_)) => {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return false;
+        }
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 503 => {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            return false;
+        }
+        Err(e) => panic!("attach handshake: {e}"),
+    };
     let start = out.next;
     while let Some(m) = tokio::time::timeout(Duration::from_secs(60), ws.next()).await.expect("attach stalled for 60 s")
     {
-        match m.expect("websocket error") {
+        let Ok(m) = m else {
+            // Cut (the gateway or the runner went away): the caller resumes from out.next.
+            return false;
+        };
+        match m {
             Message::Binary(b) => {
                 out.frame(&b);
                 if cut_after.is_some_and(|n| out.next - start >= n) {
@@ -525,6 +541,8 @@ pub async fn attach(api: &Api, box_id: &str, eid: &str, out: &mut Output, cut_af
                         let _ = ws.close(None).await;
                         return true;
                     }
+                    // The runner went away: resume from out.next.
+                    Some("error") if v["code"] == "runner_unavailable" || v["code"] == "runner_closed" => return false,
                     Some("gap") => {
                         let (f, t) = (v["from"].as_u64().unwrap(), v["to"].as_u64().unwrap());
                         assert_eq!(f, out.next);
