@@ -4,6 +4,7 @@
 //!   reproducible builder from a directory; [`oci`]: import of an OCI layout or `docker save` archive.
 //! - [`s3`]: storing images in S3 and fetching them, through mountpoint-s3-client.
 
+pub mod image;
 pub mod s3;
 
 use std::io::Read;
