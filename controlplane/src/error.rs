@@ -141,6 +141,7 @@ impl From<tonic::Status> for ApiError {
                 ApiError::unavailable("runner_unavailable", format!("the box's runner is unreachable: {msg}"))
             }
             Code::Unimplemented => ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", msg),
+            Code::DataLoss => ApiError::new(StatusCode::BAD_GATEWAY, "snapshot_corrupt", msg),
             _ => ApiError::new(StatusCode::BAD_GATEWAY, "runner_error", format!("the runner failed: {msg}")),
         }
     }

@@ -3,6 +3,7 @@
 //! - [`api`]: the REST + WebSocket API gateway (`/v1`) and its OpenAPI document;
 //! - [`auth`]: API keys, join tokens, runner credentials; the request principal;
 //! - [`boxes`] and [`executions`]: lifecycle operations shared by the API and the reconciler;
+//! - [`snapshots`]: snapshot registration, image upload to S3, name resolution;
 //! - [`scheduler`]: runner selection and atomic capacity reservation;
 //! - [`registry`]: the gRPC service runners register with and send heartbeats to;
 //! - [`reconciler`]: the single-leader loop that drives actual state to desired state;
@@ -30,6 +31,7 @@ pub mod reconciler;
 pub mod registry;
 pub mod runners;
 pub mod scheduler;
+pub mod snapshots;
 pub mod state;
 
 pub use boxyard_telemetry as telemetry;

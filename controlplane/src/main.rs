@@ -103,6 +103,9 @@ struct ServeArgs {
     /// Finished executions and deleted boxes are kept this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "7days")]
     record_retention: Duration,
+    /// The snapshot bucket (runners must be given the same one).
+    #[command(flatten)]
+    s3: boxyard_snapshot::s3::S3Args,
 }
 
 #[tokio::main]
@@ -181,7 +184,11 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
             eprintln!("boxyard-controlplane: installed the bootstrap platform admin key");
         }
     }
-    let st = AppState::new(pool, config);
+    let s3 = a.s3.store().context("the snapshot bucket (--s3-*) is misconfigured")?;
+    if s3.is_none() {
+        eprintln!("boxyard-controlplane: no --s3-bucket: snapshots are off (boxes boot the runners' default image)");
+    }
+    let st = AppState::with_s3(pool, config, s3);
 
     let api_listener =
         tokio::net::TcpListener::bind(&a.listen).await.with_context(|| format!("cannot listen on {}", a.listen))?;

@@ -17,11 +17,17 @@ pub struct Shared {
     pub config: Config,
     pub runners: RunnerClients,
     pub metrics: Metrics,
+    /// The snapshot bucket; None: snapshots are off.
+    pub s3: Option<boxyard_snapshot::s3::S3Store>,
 }
 
 impl AppState {
     pub fn new(db: PgPool, config: Config) -> Self {
-        AppState(Arc::new(Shared { db, config, runners: RunnerClients::default(), metrics: Metrics::default() }))
+        Self::with_s3(db, config, None)
+    }
+
+    pub fn with_s3(db: PgPool, config: Config, s3: Option<boxyard_snapshot::s3::S3Store>) -> Self {
+        AppState(Arc::new(Shared { db, config, runners: RunnerClients::default(), metrics: Metrics::default(), s3 }))
     }
 }
 

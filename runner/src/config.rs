@@ -6,7 +6,7 @@ use std::time::Duration;
 use crate::execlog::LogConfig;
 use crate::launch::GuestImage;
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RunnerConfig {
     /// Root of everything the runner keeps: boxes, their disks, executions and their logs.
     pub state_dir: PathBuf,
@@ -24,6 +24,8 @@ pub struct RunnerConfig {
     pub finished_ttl: Duration,
     /// How often finished executions are checked against `finished_ttl`.
     pub gc_interval: Duration,
+    /// Where snapshot images come from; None: boxes cannot boot from snapshots.
+    pub snapshots: Option<std::sync::Arc<crate::snapshots::SnapshotStore>>,
 }
 
 impl RunnerConfig {
@@ -38,6 +40,7 @@ impl RunnerConfig {
             log: LogConfig::default(),
             finished_ttl: Duration::from_secs(24 * 3600),
             gc_interval: Duration::from_secs(60),
+            snapshots: None,
         }
     }
 

@@ -27,6 +27,9 @@ pub enum RunnerError {
     /// Transient: the guest agent or VM did not answer (UNAVAILABLE); retrying may succeed.
     #[error("{0}")]
     Unavailable(String),
+    /// Stored data is not what it must be (DATA_LOSS): a snapshot image whose digest does not match.
+    #[error("{0}")]
+    Corrupt(String),
     /// The runner itself failed (INTERNAL): disk, VM backend.
     #[error("{0}")]
     Internal(String),
@@ -65,6 +68,7 @@ impl From<RunnerError> for Status {
             RunnerError::OutOfRange(_) => Code::OutOfRange,
             RunnerError::Unimplemented(_) => Code::Unimplemented,
             RunnerError::Unavailable(_) => Code::Unavailable,
+            RunnerError::Corrupt(_) => Code::DataLoss,
             RunnerError::Internal(_) => Code::Internal,
         };
         Status::new(code, e.to_string())

@@ -9,6 +9,7 @@
 //! - [`launch`]: boot a VM and connect to its agent, with one deadline.
 //! - [`metrics`]: `/metrics` (Prometheus), computed from the inventory at scrape time.
 //! - [`registration`]: joining a control plane (join token, heartbeats, the API token it must present).
+//! - [`snapshots`]: snapshot images fetched from S3, verified, cached and shared by boxes.
 //! - [`hostcaps`]: what this host can do (hardware virtualization). [`disk`]: per-box writable disks.
 //! - [`config`], [`error`], [`store`] (atomic state files), [`client`] (a TLS client of the runner API).
 
@@ -25,5 +26,6 @@ pub mod launch;
 pub mod metrics;
 pub mod registration;
 pub mod service;
+pub mod snapshots;
 pub mod store;
 pub mod vm;

@@ -45,7 +45,13 @@ pub fn render(mgr: &BoxManager, counters: &Counters) -> String {
     sent.inc_by(counters.heartbeats_sent.load(Ordering::Relaxed));
     let failed = Counter::<u64>::default();
     failed.inc_by(counters.heartbeats_failed.load(Ordering::Relaxed));
+    let downloads = Counter::<u64>::default();
+    downloads.inc_by(mgr.snapshot_downloads());
+    let cached = Gauge::<i64>::default();
+    cached.set(mgr.cached_snapshots().len() as i64);
     let mut r = Registry::with_prefix("boxyard_runner");
+    r.register("snapshot_downloads", "Snapshot images downloaded since the runner started", downloads);
+    r.register("snapshots_cached", "Snapshot images in the local cache", cached);
     r.register("boxes", "Boxes on this runner by state", boxes);
     r.register("executions", "Executions kept on this runner by state", execs);
     r.register("output_bytes", "Output bytes stored for the executions kept on this runner", output);

@@ -215,3 +215,60 @@ impl S3Store {
             .map_err(io)
     }
 }
+
+/// Command-line options for the snapshot bucket (the control plane and the runner take the same ones).
+#[derive(Debug, Clone, clap::Args)]
+pub struct S3Args {
+    /// The bucket holding snapshot images. Without it, snapshots are off.
+    #[arg(long = "s3-bucket", env = "BOXYARD_S3_BUCKET")]
+    pub bucket: Option<String>,
+    /// S3 endpoint URL (default: AWS S3 for --s3-region), e.g. http://127.0.0.1:9000 for the local stack.
+    #[arg(long = "s3-endpoint", env = "BOXYARD_S3_ENDPOINT")]
+    pub endpoint: Option<String>,
+    #[arg(long = "s3-region", env = "BOXYARD_S3_REGION", default_value = "us-east-1")]
+    pub region: String,
+    /// Static credentials (default: the AWS chain: environment, profile, instance metadata).
+    #[arg(long = "s3-access-key", env = "BOXYARD_S3_ACCESS_KEY", requires = "secret_key")]
+    pub access_key: Option<String>,
+    #[arg(long = "s3-secret-key", env = "BOXYARD_S3_SECRET_KEY", hide_env_values = true, requires = "access_key")]
+    pub secret_key: Option<String>,
+    /// Path-style addressing (most self-hosted S3-compatible stores need it).
+    #[arg(long = "s3-path-style", env = "BOXYARD_S3_PATH_STYLE")]
+    pub path_style: bool,
+}
+
+impl S3Args {
+    /// The store, or None when no bucket is configured.
+    pub fn store(&self) -> Result<Option<S3Store>, S3Error> {
+        let Some(bucket) = &self.bucket else { return Ok(None) };
+        let cfg = S3Config {
+            endpoint: self.endpoint.clone(),
+            region: self.region.clone(),
+            bucket: bucket.clone(),
+            access_key: self.access_key.clone(),
+            secret_key: self.secret_key.clone(),
+            path_style: self.path_style,
+            ..Default::default()
+        };
+        S3Store::new(&cfg).map(Some)
+    }
+}
+
+impl S3Store {
+    /// Streams `key` and returns its size and `sha256:<hex>` (checks an object registered by key).
+    pub async fn digest(&self, key: &str) -> Result<(u64, String), S3Error> {
+        let mut resp = self
+            .client
+            .get_object(&self.bucket, key, &GetObjectParams::new())
+            .await
+            .map_err(|e| req_err("GetObject", key, e))?;
+        let mut h = Sha256::new();
+        let mut size = 0u64;
+        while let Some(part) = resp.next().await {
+            let part = part.map_err(|e| req_err("GetObject", key, e))?;
+            size += part.data.len() as u64;
+            h.update(&part.data);
+        }
+        Ok((size, format!("sha256:{}", hex::encode(h.finalize()))))
+    }
+}

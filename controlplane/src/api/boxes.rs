@@ -43,17 +43,10 @@ pub fn check_map(field: &str, m: &BTreeMap<String, String>, env: bool) -> ApiRes
     Ok(())
 }
 
-fn validate(st: &AppState, c: CreateBox) -> ApiResult<NewBox> {
+async fn validate(st: &AppState, org: uuid::Uuid, c: CreateBox) -> ApiResult<NewBox> {
     let cfg = &st.config;
     if c.name.as_ref().is_some_and(|n| n.len() > 128) {
         return Err(ApiError::invalid("name must be at most 128 bytes"));
-    }
-    if let Some(s) = &c.snapshot {
-        return Err(ApiError::invalid(format!(
-            "snapshot {s:?}: this control plane has no snapshot store yet; omit `snapshot` to boot the runners' \
-             default image"
-        ))
-        .with_code("snapshot_not_found"));
     }
     check_map("env", &c.env, true)?;
     check_map("labels", &c.labels, false)?;
@@ -61,13 +54,21 @@ fn validate(st: &AppState, c: CreateBox) -> ApiResult<NewBox> {
     let secs = |f: &str, v: Option<i64>| -> ApiResult<Option<i32>> {
         v.map(|v| range(f, Some(v), 0, 1, MAX_SECONDS).map(|v| v as i32)).transpose()
     };
+    let snapshot_row = match &c.snapshot {
+        Some(name) => Some(crate::snapshots::resolve(st, org, name).await?),
+        None => None,
+    };
+    // The snapshot's environment, then the box's own on top.
+    let mut env = snapshot_row.as_ref().map(|s| s.metadata.env.clone()).unwrap_or_default();
+    env.extend(c.env.clone());
     Ok(NewBox {
         name: c.name,
         snapshot: c.snapshot,
+        snapshot_row,
         vcpus: range("vcpus", c.vcpus, cfg.default_vcpus.into(), 1, MAX_VCPUS)? as i32,
         memory_mib: range("memory_mib", c.memory_mib, cfg.default_memory_mib as i64, 64, MAX_MEMORY_MIB)?,
         disk_mib: range("disk_mib", c.disk_mib, cfg.default_disk_mib as i64, 64, MAX_DISK_MIB)?,
-        env: c.env,
+        env,
         labels: c.labels,
         runner_selector: c.runner_selector,
         auto_stop_seconds: secs("auto_stop_seconds", c.auto_stop_seconds)?,
@@ -94,7 +95,7 @@ pub async fn create(
     let op = format!("create_box wait={wait}");
     let st2 = st.clone();
     idempotency::run(&st, &headers, p.org_id, &op, &body.hash, async move {
-        let nb = validate(&st2, body.value)?;
+        let nb = validate(&st2, p.org_id, body.value).await?;
         let row = boxes::create(&st2, p.org_id, nb).await?;
         if !wait {
             let st3 = st2.clone();

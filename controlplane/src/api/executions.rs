@@ -21,7 +21,8 @@ use crate::runners::request;
 use crate::state::AppState;
 
 fn validate(c: CreateExecution) -> ApiResult<NewExec> {
-    if c.command.is_empty() || c.command[0].is_empty() {
+    // An empty command means the snapshot's default command (checked when the execution is created).
+    if c.command.first().is_some_and(|p| p.is_empty()) {
         return Err(ApiError::invalid("command must name a program: [\"program\", \"arg\", ...]"));
     }
     if c.command.len() > 4096 || c.command.iter().any(|a| a.contains('\0')) {

@@ -14,6 +14,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod keys;
 pub mod model;
+pub mod snapshots;
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -56,6 +57,7 @@ pub fn page<T>(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> uuid::Uuid) -> 
         boxes::create, boxes::list, boxes::get, boxes::start, boxes::stop, boxes::delete,
         executions::create, executions::list, executions::get, executions::kill, executions::signal, executions::resize,
         executions::upload, executions::download, attach::attach,
+        snapshots::create, snapshots::upload, snapshots::list, snapshots::get, snapshots::delete,
         keys::me, keys::config, keys::create, keys::list, keys::revoke,
         admin::create_org, admin::list_orgs, admin::get_org, admin::set_quota, admin::create_org_key, admin::list_org_keys,
         admin::revoke_org_key, admin::list_runners, admin::get_runner, admin::delete_runner, admin::cordon, admin::drain, admin::uncordon,
@@ -68,6 +70,7 @@ pub fn page<T>(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> uuid::Uuid) -> 
         (name = "boxes", description = "Box lifecycle"),
         (name = "executions", description = "Commands in a box, their output and results"),
         (name = "files", description = "Copying files into and out of a box (tar streams)"),
+        (name = "snapshots", description = "Root filesystem images that boxes boot from"),
         (name = "keys", description = "The org's API keys (org admins)"),
         (name = "meta", description = "The caller and the platform"),
         (name = "admin", description = "Platform administration (platform admins)"),
@@ -100,6 +103,9 @@ pub fn router(st: AppState) -> Router {
         .route("/boxes/{id}/executions/{eid}/resize", post(executions::resize))
         .route("/boxes/{id}/executions/{eid}/attach", get(attach::attach))
         .route("/boxes/{id}/files", put(executions::upload).get(executions::download))
+        .route("/snapshots", post(snapshots::create).get(snapshots::list))
+        .route("/snapshots/{id}", get(snapshots::get).delete(snapshots::delete))
+        .route("/snapshots/{id}/image", put(snapshots::upload).layer(axum::extract::DefaultBodyLimit::disable()))
         .route("/me", get(keys::me))
         .route("/config", get(keys::config))
         .route("/keys", post(keys::create).get(keys::list))

@@ -137,7 +137,8 @@ pub struct ExecListParams {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateExecution {
-    /// argv: the program and its arguments (not run through a shell).
+    /// argv: the program and its arguments (not run through a shell). Empty or absent: the snapshot's default.
+    #[serde(default)]
     pub command: Vec<String>,
     #[serde(default)]
     pub env: BTreeMap<String, String>,

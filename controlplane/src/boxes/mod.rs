@@ -24,7 +24,7 @@ pub const ACTIVE_STATES: &str = "('pending', 'starting', 'running', 'stopping')"
 pub const SELECT_BOX: &str =
     "SELECT id, org_id, name, snapshot, vcpus, memory_mib, disk_mib, env, labels, runner_selector,
         runner_id, reserved, state, desired_state, reason, auto_stop_seconds, ttl_seconds, created_at, updated_at,
-        started_at, stopped_at, last_activity_at, deleted_at FROM boxes";
+        started_at, stopped_at, last_activity_at, deleted_at, snapshot_id, snapshot_digest FROM boxes";
 
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct BoxRow {
@@ -51,6 +51,8 @@ pub struct BoxRow {
     pub stopped_at: Option<DateTime<Utc>>,
     pub last_activity_at: DateTime<Utc>,
     pub deleted_at: Option<DateTime<Utc>>,
+    pub snapshot_id: Option<Uuid>,
+    pub snapshot_digest: Option<String>,
 }
 
 impl BoxRow {
@@ -59,13 +61,13 @@ impl BoxRow {
             vcpus: self.vcpus,
             memory_mib: self.memory_mib,
             selector: serde_json::to_value(&self.runner_selector.0).unwrap_or_default(),
-            snapshot: self.snapshot.clone(),
+            snapshot: self.snapshot_digest.clone(),
         }
     }
 
-    fn spec(&self) -> pb::BoxSpec {
+    fn spec(&self, snapshot: Option<pb::SnapshotRef>) -> pb::BoxSpec {
         pb::BoxSpec {
-            root: self.snapshot.clone().map(pb::box_spec::Root::Snapshot),
+            root: snapshot.map(pb::box_spec::Root::Snapshot),
             vcpus: self.vcpus as u32,
             memory_mib: self.memory_mib as u32,
             disk_mib: self.disk_mib as u64,
@@ -78,7 +80,9 @@ impl BoxRow {
 #[derive(Debug, Clone)]
 pub struct NewBox {
     pub name: Option<String>,
+    /// The snapshot's name as the user gave it, and the resolved snapshot.
     pub snapshot: Option<String>,
+    pub snapshot_row: Option<crate::snapshots::SnapshotRow>,
     pub vcpus: i32,
     pub memory_mib: i64,
     pub disk_mib: i64,
@@ -174,8 +178,8 @@ pub async fn create(st: &AppState, org: Uuid, nb: NewBox) -> ApiResult<BoxRow> {
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO boxes (id, org_id, name, snapshot, vcpus, memory_mib, disk_mib, env, labels, runner_selector,
-                            state, desired_state, auto_stop_seconds, ttl_seconds)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 'running', $11, $12)",
+                            state, desired_state, auto_stop_seconds, ttl_seconds, snapshot_id, snapshot_digest)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'pending', 'running', $11, $12, $13, $14)",
     )
     .bind(id)
     .bind(org)
@@ -189,6 +193,8 @@ pub async fn create(st: &AppState, org: Uuid, nb: NewBox) -> ApiResult<BoxRow> {
     .bind(Json(&nb.runner_selector))
     .bind(nb.auto_stop_seconds)
     .bind(nb.ttl_seconds)
+    .bind(nb.snapshot_row.as_ref().map(|s| s.id))
+    .bind(nb.snapshot_row.as_ref().and_then(|s| s.digest.clone()))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -215,8 +221,12 @@ fn schedule_error(e: ScheduleError) -> ApiError {
 }
 
 /// Whether a runner's refusal is about the request itself (retrying elsewhere would not help).
+/// (A corrupt snapshot image is the same in the bucket for every runner: no other runner is tried either.)
 fn is_request_error(s: &tonic::Status) -> bool {
-    matches!(s.code(), tonic::Code::InvalidArgument | tonic::Code::Unimplemented | tonic::Code::OutOfRange)
+    matches!(
+        s.code(),
+        tonic::Code::InvalidArgument | tonic::Code::Unimplemented | tonic::Code::OutOfRange | tonic::Code::DataLoss
+    )
 }
 
 /// Places a `pending` box: picks runners, reserves, calls CreateBox; on a runner failure releases the reservation
@@ -288,8 +298,18 @@ enum Failure {
 }
 
 async fn create_on_runner(st: &AppState, b: &BoxRow, runner: Uuid) -> Result<BoxRow, Failure> {
+    let snapshot = match b.snapshot_id {
+        Some(sid) => Some(
+            crate::snapshots::load(&st.db, sid)
+                .await
+                .map_err(|e| Failure::Runner(e.into()))?
+                .ok_or_else(|| Failure::Request(ApiError::not_found("snapshot", sid)))?
+                .to_ref(),
+        ),
+        None => None,
+    };
     let (_, mut client) = st.runners.for_runner(&st.db, runner).await.map_err(Failure::Runner)?;
-    let req = pb::CreateBoxRequest { box_id: b.id.to_string(), spec: Some(b.spec()) };
+    let req = pb::CreateBoxRequest { box_id: b.id.to_string(), spec: Some(b.spec(snapshot)) };
     let info = match client.create_box(request(req, st.config.create_timeout)).await {
         Ok(r) => r.into_inner(),
         Err(s) if is_request_error(&s) => return Err(Failure::Request(s.into())),

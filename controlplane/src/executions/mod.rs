@@ -77,8 +77,24 @@ pub fn runner_of(b: &BoxRow) -> ApiResult<Uuid> {
 }
 
 /// Records the execution, then starts it on the runner (so a crash in between leaves a record, never an orphan).
-pub async fn create(st: &AppState, b: &BoxRow, ne: NewExec) -> ApiResult<ExecRow> {
+pub async fn create(st: &AppState, b: &BoxRow, mut ne: NewExec) -> ApiResult<ExecRow> {
     let runner = runner_of(b)?;
+    // The snapshot's defaults for what the execution leaves out (its env is already in the box's).
+    if let Some(sid) = b.snapshot_id
+        && let Some(s) = crate::snapshots::load(&st.db, sid).await?
+    {
+        let m = s.metadata.0;
+        if ne.command.is_empty() {
+            ne.command = m.cmd;
+        }
+        ne.working_dir = ne.working_dir.or(m.working_dir);
+        ne.user = ne.user.or(m.user);
+    }
+    if ne.command.is_empty() || ne.command[0].is_empty() {
+        return Err(ApiError::invalid(
+            "command must name a program: [\"program\", \"arg\", ...] (the box's snapshot has no default command)",
+        ));
+    }
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO executions (id, box_id, org_id, command, env, working_dir, user_name, tty, stdin, timeout_ms, state)

@@ -613,3 +613,128 @@ impl Stack {
         Stack { pg, cp, admin, runners }
     }
 }
+
+/// An embedded S3 endpoint for a test (in this process, on loopback) and the flags that point a control plane or a
+/// runner at it.
+pub struct S3 {
+    pub server: boxyard_s3dev::Server,
+    pub root: tempfile::TempDir,
+}
+
+pub const S3_BUCKET: &str = "snaps";
+
+impl S3 {
+    pub async fn start() -> S3 {
+        let root = tempfile::Builder::new().prefix("boxyard-s3-").tempdir().unwrap();
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let server = boxyard_s3dev::serve(root.path(), l, S3_BUCKET, "ak", "sk").await.unwrap();
+        S3 { server, root }
+    }
+
+    pub fn args(&self) -> Vec<String> {
+        [
+            "--s3-bucket",
+            S3_BUCKET,
+            "--s3-endpoint",
+            &self.server.endpoint(),
+            "--s3-access-key",
+            "ak",
+            "--s3-secret-key",
+            "sk",
+            "--s3-path-style",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// The file holding an object.
+    pub fn object_path(&self, key: &str) -> PathBuf {
+        self.root.path().join(S3_BUCKET).join(key)
+    }
+
+    pub fn store(&self) -> boxyard_snapshot::s3::S3Store {
+        boxyard_snapshot::s3::S3Store::new(&boxyard_snapshot::s3::S3Config {
+            endpoint: Some(self.server.endpoint()),
+            bucket: S3_BUCKET.into(),
+            access_key: Some("ak".into()),
+            secret_key: Some("sk".into()),
+            path_style: true,
+            ..Default::default()
+        })
+        .unwrap()
+    }
+}
+
+impl Stack {
+    /// A stack whose control plane and runners use `s3` for snapshots; `runner_args` go to every runner.
+    pub async fn with_s3(s3: &S3, runners: &[(&str, u32)], runner_args: &[&str]) -> Stack {
+        let pg = Pg::start();
+        let s3args = s3.args();
+        let cp_args: Vec<&str> = s3args.iter().map(|s| s.as_str()).collect();
+        let cp = Cp::start(&pg, &cp_args);
+        let admin = cp.admin();
+        let token = admin.join_token().await;
+        let mut rargs = cp_args.clone();
+        rargs.extend_from_slice(runner_args);
+        let runners: Vec<Runner> =
+            runners.iter().map(|(n, v)| Runner::start(&cp, n, &token, *v, "8GiB", &rargs)).collect();
+        admin.wait_runners(runners.len()).await;
+        Stack { pg, cp, admin, runners }
+    }
+}
+
+impl Runner {
+    /// The metrics endpoint (the runner must run with --metrics-listen).
+    pub fn metrics_addr(&self) -> String {
+        let log = self.log();
+        log.lines()
+            .find_map(|l| l.split("metrics on http://").nth(1))
+            .and_then(|rest| rest.strip_suffix("/metrics"))
+            .unwrap_or_else(|| panic!("no metrics address in the runner log:\n{log}"))
+            .to_string()
+    }
+
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("http://{}/metrics", self.metrics_addr())).await.unwrap().text().await.unwrap()
+    }
+
+    /// Digests (hex) of the snapshot images in the runner's cache.
+    pub fn cached_images(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.state.join("snapshots"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().strip_suffix(".ext4").map(str::to_string))
+            .collect();
+        v.sort();
+        v
+    }
+}
+
+impl Api {
+    /// Registers a snapshot and uploads `image`; returns the snapshot as the API shows it.
+    pub async fn snapshot(&self, name: &str, image: &Path, metadata: Value) -> Value {
+        let r = self.post("/v1/snapshots", json!({"name": name, "metadata": metadata})).await;
+        assert_eq!(r.status, 201, "{}", r.body);
+        let id = r.body["id"].as_str().unwrap().to_string();
+        assert_eq!(r.body["state"], "uploading");
+        let up = self
+            .raw("PUT", &format!("/v1/snapshots/{id}/image"), std::fs::read(image).unwrap(), "application/octet-stream")
+            .await;
+        assert_eq!(up.status, 200, "{}", up.body);
+        assert_eq!(up.body["state"], "active");
+        up.body
+    }
+}
+
+/// A small image: a tree with /etc/hostname = `tag` and a file of `extra` bytes (to vary sizes).
+pub fn tiny_image(dir: &Path, tag: &str, extra: usize) -> PathBuf {
+    let tree = dir.join(format!("tree-{tag}"));
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/hostname"), format!("{tag}\n")).unwrap();
+    std::fs::write(tree.join("etc/blob"), vec![7u8; extra]).unwrap();
+    let out = dir.join(format!("{tag}.ext4"));
+    boxyard_snapshot::image::build_from_dir(&tree, &out).unwrap();
+    out
+}

@@ -364,8 +364,14 @@ impl BoxManager {
 
     fn vm_spec(&self, entry: &BoxEntry) -> VmSpec {
         let spec = entry.spec();
-        let root =
-            spec.root_image.map(PathBuf::from).or_else(|| self.config.default_root_image.clone()).unwrap_or_default();
+        let root = match (&spec.snapshot, &self.config.snapshots) {
+            (Some(s), Some(store)) => store.path_of(&s.digest),
+            _ => spec
+                .root_image
+                .map(PathBuf::from)
+                .or_else(|| self.config.default_root_image.clone())
+                .unwrap_or_default(),
+        };
         VmSpec {
             id: entry.id.clone(),
             kernel: self.config.guest.kernel.clone(),
@@ -411,11 +417,9 @@ impl BoxManager {
         validate_box_id(id)?;
         let spec = Spec::from_proto(spec)?;
         if let Some(s) = &spec.snapshot {
-            return Err(RunnerError::Unimplemented(format!(
-                "snapshot {s:?}: this runner has no snapshot store yet; pass root_image (a path on the runner) instead"
-            )));
+            self.snapshot_image(s).await?;
         }
-        if self.backend.boots_images() {
+        if self.backend.boots_images() && spec.snapshot.is_none() {
             let root = spec.root_image.clone().map(PathBuf::from).or_else(|| self.config.default_root_image.clone());
             match root {
                 None => {
@@ -472,7 +476,37 @@ impl BoxManager {
 
     pub async fn start_box(&self, id: &str) -> Result<pb::BoxInfo> {
         let entry = self.get_entry(id)?;
+        if let Some(s) = &entry.spec().snapshot {
+            self.snapshot_image(s).await?;
+        }
         self.start_entry(&entry).await
+    }
+
+    /// Makes a snapshot's image local (fetched and verified once per digest) and returns its path.
+    async fn snapshot_image(&self, s: &record::SnapshotSpec) -> Result<PathBuf> {
+        let store = self.config.snapshots.as_ref().ok_or_else(|| {
+            RunnerError::FailedPrecondition(format!(
+                "snapshot {:?}: this runner has no snapshot store; start it with --s3-bucket (and --s3-endpoint, \
+                 credentials) to boot boxes from snapshots",
+                s.name
+            ))
+        })?;
+        store.ensure(s, || self.snapshots_in_use()).await
+    }
+
+    /// Digests of the snapshots that boxes on this runner boot from (their images are never evicted).
+    pub fn snapshots_in_use(&self) -> std::collections::HashSet<String> {
+        self.boxes.read().unwrap().values().filter_map(|e| e.spec().snapshot.map(|s| s.digest)).collect()
+    }
+
+    /// Snapshot images downloaded since start.
+    pub fn snapshot_downloads(&self) -> u64 {
+        self.config.snapshots.as_ref().map_or(0, |s| s.downloads.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Digests of the snapshot images in the local cache.
+    pub fn cached_snapshots(&self) -> Vec<String> {
+        self.config.snapshots.as_ref().map(|s| s.cached()).unwrap_or_default()
     }
 
     async fn start_entry(&self, entry: &Arc<BoxEntry>) -> Result<pb::BoxInfo> {

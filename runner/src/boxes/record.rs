@@ -11,11 +11,20 @@ pub const DEFAULT_VCPUS: u32 = 1;
 pub const DEFAULT_MEMORY_MIB: u32 = 512;
 pub const DEFAULT_DISK_MIB: u64 = 1024;
 
+/// A snapshot image a box boots from (as in `pb::SnapshotRef`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSpec {
+    pub name: String,
+    pub key: String,
+    pub digest: String,
+    pub size: u64,
+}
+
 /// A box spec with defaults applied (two requests that mean the same compare equal).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Spec {
     pub root_image: Option<String>,
-    pub snapshot: Option<String>,
+    pub snapshot: Option<SnapshotSpec>,
     pub vcpus: u32,
     pub memory_mib: u32,
     pub disk_mib: u64,
@@ -27,7 +36,18 @@ impl Spec {
         let s = s.unwrap_or_default();
         let (root_image, snapshot) = match s.root {
             Some(pb::box_spec::Root::RootImage(p)) if !p.is_empty() => (Some(p), None),
-            Some(pb::box_spec::Root::Snapshot(r)) if !r.is_empty() => (None, Some(r)),
+            Some(pb::box_spec::Root::Snapshot(r)) => {
+                let hex_ok = r.digest.strip_prefix("sha256:").is_some_and(|h| {
+                    h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+                });
+                if r.key.is_empty() || !hex_ok || r.size == 0 {
+                    return Err(RunnerError::InvalidArgument(format!(
+                        "snapshot {:?}: a snapshot reference needs a key, a size and a digest sha256:<64 hex>",
+                        r.name
+                    )));
+                }
+                (None, Some(SnapshotSpec { name: r.name, key: r.key, digest: r.digest, size: r.size }))
+            }
             _ => (None, None),
         };
         let spec = Spec {
@@ -63,7 +83,12 @@ impl Spec {
         pb::BoxSpec {
             root: match (&self.root_image, &self.snapshot) {
                 (Some(p), _) => Some(pb::box_spec::Root::RootImage(p.clone())),
-                (None, Some(s)) => Some(pb::box_spec::Root::Snapshot(s.clone())),
+                (None, Some(s)) => Some(pb::box_spec::Root::Snapshot(pb::SnapshotRef {
+                    name: s.name.clone(),
+                    key: s.key.clone(),
+                    digest: s.digest.clone(),
+                    size: s.size,
+                })),
                 _ => None,
             },
             vcpus: self.vcpus,

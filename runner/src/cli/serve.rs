@@ -70,6 +70,14 @@ pub struct ServeArgs {
     pub metrics_listen: Option<String>,
     #[command(flatten)]
     pub fleet: FleetOptions,
+    #[command(flatten)]
+    pub s3: boxyard_snapshot::s3::S3Args,
+    /// Disk the snapshot image cache may use; least recently used images beyond it are evicted (never one in use).
+    #[arg(long, value_parser = parse_size, default_value = "20GiB", env = "BOXYARD_RUNNER_SNAPSHOT_CACHE")]
+    pub snapshot_cache: u64,
+    /// Ranged GETs in flight per snapshot image download.
+    #[arg(long, default_value_t = 8)]
+    pub snapshot_fetch_parallel: usize,
 }
 
 /// Joining a control plane. Without --controlplane the runner is standalone and its API needs no token (tests and
@@ -232,6 +240,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     config.log = LogConfig { segment_bytes: args.log_segment, retention_bytes: args.log_retention };
     config.finished_ttl = args.finished_ttl;
     config.gc_interval = args.gc_interval;
+    if let Some(store) = args.s3.store().context("the snapshot bucket (--s3-*) is misconfigured")? {
+        let dir = args.state_dir.join("snapshots");
+        let snaps = boxyard_runner::snapshots::SnapshotStore::new(
+            dir,
+            store,
+            args.snapshot_cache,
+            args.snapshot_fetch_parallel,
+        )?;
+        config.snapshots = Some(Arc::new(snaps));
+    }
 
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await

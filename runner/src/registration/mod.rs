@@ -180,7 +180,7 @@ pub async fn run(
                 version: env!("CARGO_PKG_VERSION").into(),
                 backend: m.backend.clone(),
                 inventory: Some(mgr.inventory()),
-                cached_snapshots: vec![],
+                cached_snapshots: mgr.cached_snapshots(),
             });
             let auth = format!("Bearer {}", r.credential).parse().expect("the credential is ASCII");
             req.metadata_mut().insert("authorization", auth);
