@@ -60,3 +60,33 @@ async fn a_box_is_a_real_vm_from_create_to_delete() {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vm_boots_from_a_snapshot_pulled_from_s3() {
+    let guest = std::env::var("BOXYARD_GUEST_DIR")
+        .unwrap_or_else(|_| workspace().join("build/guest/current").display().to_string());
+    let rootfs = std::env::var("BOXYARD_ROOTFS")
+        .unwrap_or_else(|_| workspace().join("build/rootfs/busybox.ext4").display().to_string());
+    let s3 = S3::start().await;
+    let s = Stack::with_s3(&s3, &[], &[]).await;
+    let token = s.admin.join_token().await;
+    let mut args = s3.args();
+    args.extend(["--backend", "qemu", "--guest-dir", &guest, "--boot-timeout", "120"].map(String::from));
+    let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let _r = Runner::start(&s.cp, "vm1", &token, 2, "2GiB", &argv);
+    s.admin.wait_runners(1).await;
+    let (_, api) = s.admin.org("alpha").await;
+    // The busybox root image of the test suite, registered as a snapshot with defaults.
+    api.snapshot(
+        "base",
+        std::path::Path::new(&rootfs),
+        json!({"env": {"GREETING": "from the snapshot"}, "working_dir": "/etc"}),
+    )
+    .await;
+    let b = api.create_box(json!({"snapshot": "base"})).await;
+    let e = api.exec(&b, &["sh", "-c", "echo $GREETING; pwd; cat os-release | head -1"]).await;
+    let mut out = Output::default();
+    assert!(attach(&api, &b, &e, &mut out, None).await);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "from the snapshot\n/etc\nNAME=\"boxyard-busybox\"\n");
+    assert_eq!(out.exit.unwrap()["exit_code"], 0);
+}

@@ -237,6 +237,8 @@ struct Known {
     runner_id: Option<Uuid>,
     state: String,
     deleted: bool,
+    /// Changed recently: this heartbeat's inventory may predate the change.
+    recent: bool,
 }
 
 /// Brings the boxes and executions of runner `id` in line with its inventory. Returns the boxes it must destroy.
@@ -251,11 +253,18 @@ async fn reconcile_inventory(
     let mut destroy: Vec<String> =
         inv.boxes.iter().filter(|b| Uuid::parse_str(&b.box_id).is_err()).map(|b| b.box_id.clone()).collect();
     let ids: Vec<Uuid> = reported.keys().copied().collect();
-    let known: Vec<Known> =
-        sqlx::query_as("SELECT id, runner_id, state, deleted_at IS NOT NULL AS deleted FROM boxes WHERE id = ANY($1)")
-            .bind(&ids)
-            .fetch_all(&st.db)
-            .await?;
+    // An inventory is taken before the heartbeat is sent: a box changed since then (a placement or a start that
+    // finished meanwhile) would be set back to an older state. Changes younger than this are left alone.
+    let grace = (st.config.heartbeat_interval * 2).max(Duration::from_secs(5));
+    let known: Vec<Known> = sqlx::query_as(
+        "SELECT id, runner_id, state, deleted_at IS NOT NULL AS deleted,
+                updated_at > now() - make_interval(secs => $2) AS recent
+           FROM boxes WHERE id = ANY($1)",
+    )
+    .bind(&ids)
+    .bind(grace.as_secs_f64())
+    .fetch_all(&st.db)
+    .await?;
     let known: HashMap<Uuid, Known> = known.into_iter().map(|k| (k.id, k)).collect();
     let mut any_running_exec = Vec::new();
     for (bid, info) in &reported {
@@ -268,7 +277,7 @@ async fn reconcile_inventory(
         };
         let theirs = state_name(info.state());
         // Placements in flight own their box's state until they finish.
-        if !matches!(k.state.as_str(), "pending" | "starting") && k.state != theirs {
+        if !matches!(k.state.as_str(), "pending" | "starting") && k.state != theirs && !k.recent {
             let reason = if k.state == "lost" { Some(format!("runner {name} came back")) } else { None };
             sqlx::query(
                 "UPDATE boxes SET state = $2, reserved = $3, reason = coalesce($4, reason), updated_at = now()
@@ -315,7 +324,6 @@ async fn reconcile_inventory(
     }
     // Boxes we place on this runner that it does not have (settled for a while, so not a placement racing this
     // heartbeat's inventory).
-    let grace = (st.config.heartbeat_interval * 2).max(Duration::from_secs(5));
     let missing: Vec<Uuid> = sqlx::query_scalar(
         "SELECT id FROM boxes WHERE runner_id = $1 AND deleted_at IS NULL AND NOT (id = ANY($2))
             AND state IN ('running', 'stopping', 'stopped', 'error')
