@@ -90,3 +90,87 @@ async fn a_vm_boots_from_a_snapshot_pulled_from_s3() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "from the snapshot\n/etc\nNAME=\"boxyard-busybox\"\n");
     assert_eq!(out.exit.unwrap()["exit_code"], 0);
 }
+
+/// An OCI image layout of two layers: busybox (a static binary and its sh link), then a second layer with a file,
+/// and a config with env, entrypoint, cmd and working dir.
+fn busybox_oci(dir: &std::path::Path) {
+    use sha2::Digest;
+    let put = |data: &[u8]| {
+        let hex = hex::encode(sha2::Sha256::digest(data));
+        std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+        std::fs::write(dir.join("blobs/sha256").join(&hex), data).unwrap();
+        (format!("sha256:{hex}"), data.len())
+    };
+    let header = |kind: tar::EntryType, size: u64, mode: u32| {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_size(size);
+        h.set_mode(mode);
+        h.set_uid(0);
+        h.set_gid(0);
+        h.set_mtime(1_700_000_000);
+        h
+    };
+    let mut l1 = tar::Builder::new(Vec::new());
+    for d in ["bin", "etc", "tmp", "srv"] {
+        l1.append_data(&mut header(tar::EntryType::Directory, 0, 0o755), d, std::io::empty()).unwrap();
+    }
+    let bb = std::fs::read("/bin/busybox").expect("busybox-static (scripts/setup.sh installs it)");
+    l1.append_data(&mut header(tar::EntryType::Regular, bb.len() as u64, 0o755), "bin/busybox", bb.as_slice()).unwrap();
+    for applet in ["sh", "cat", "echo", "pwd"] {
+        let mut h = header(tar::EntryType::Symlink, 0, 0o777);
+        l1.append_link(&mut h, format!("bin/{applet}"), "busybox").unwrap();
+    }
+    let passwd = b"root:x:0:0:root:/root:/bin/sh\n";
+    l1.append_data(&mut header(tar::EntryType::Regular, passwd.len() as u64, 0o644), "etc/passwd", &passwd[..])
+        .unwrap();
+    let l1 = l1.into_inner().unwrap();
+    let mut l2 = tar::Builder::new(Vec::new());
+    let msg = b"from the second layer\n";
+    l2.append_data(&mut header(tar::EntryType::Regular, msg.len() as u64, 0o644), "srv/msg", &msg[..]).unwrap();
+    let l2 = l2.into_inner().unwrap();
+    let (d1, s1) = put(&l1);
+    let (d2, s2) = put(&l2);
+    let config = serde_json::json!({"architecture": "amd64", "os": "linux", "config": {
+        "Env": ["PATH=/bin", "WHO=an OCI image"], "Entrypoint": ["/bin/sh", "-c"],
+        "Cmd": ["echo hello from $WHO; cat msg; pwd"], "WorkingDir": "/srv"}});
+    let (dc, sc) = put(&serde_json::to_vec(&config).unwrap());
+    let manifest = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": dc, "size": sc},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d1, "size": s1},
+                   {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": d2, "size": s2}]});
+    let (dm, sm) = put(&serde_json::to_vec(&manifest).unwrap());
+    let index = serde_json::json!({"schemaVersion": 2, "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": dm, "size": sm}]});
+    std::fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_imported_oci_image_boots_and_its_env_and_cmd_apply() {
+    let guest = std::env::var("BOXYARD_GUEST_DIR")
+        .unwrap_or_else(|_| workspace().join("build/guest/current").display().to_string());
+    let d = tempfile::tempdir().unwrap();
+    let layout = d.path().join("layout");
+    busybox_oci(&layout);
+    let tree = d.path().join("tree");
+    let meta = boxyard_snapshot::oci::import(&layout, &tree, &d.path().join("scratch")).unwrap();
+    let image = d.path().join("oci.ext4");
+    boxyard_snapshot::image::build_from_dir(&tree, &image).unwrap();
+
+    let s3 = S3::start().await;
+    let s = Stack::with_s3(&s3, &[], &[]).await;
+    let token = s.admin.join_token().await;
+    let mut args = s3.args();
+    args.extend(["--backend", "qemu", "--guest-dir", &guest, "--boot-timeout", "120"].map(String::from));
+    let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let _r = Runner::start(&s.cp, "vm1", &token, 2, "2GiB", &argv);
+    s.admin.wait_runners(1).await;
+    let (_, api) = s.admin.org("alpha").await;
+    api.snapshot("oci", &image, serde_json::to_value(&meta).unwrap()).await;
+    let b = api.create_box(json!({"snapshot": "oci"})).await;
+    // No command: the image's entrypoint + cmd, in its working dir, with its env.
+    let e = api.exec(&b, &[]).await;
+    let mut out = Output::default();
+    assert!(attach(&api, &b, &e, &mut out, None).await);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from an OCI image\nfrom the second layer\n/srv\n");
+    assert_eq!(out.exit.unwrap()["exit_code"], 0);
+}

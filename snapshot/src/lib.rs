@@ -5,6 +5,7 @@
 //! - [`s3`]: storing images in S3 and fetching them, through mountpoint-s3-client.
 
 pub mod image;
+pub mod oci;
 pub mod s3;
 
 use std::io::Read;
