@@ -4,6 +4,8 @@
 //!    row lock), at 1 and 8 concurrent placements.
 //! 2. Create → running latency through the API gateway versus a direct CreateBox call to the runner (local backend),
 //!    i.e. the overhead of the control plane.
+//! 3. Create → running from a snapshot that is not cached on the runner yet, and from a cached one (embedded S3;
+//!    BOXYARD_BENCH_SNAPSHOT_MIB, default 256).
 //!
 //! Run: `cargo build --release --workspace && cargo bench -p boxyard-controlplane` (the bench starts its own Postgres
 //! cluster, control plane and runner from target/release).
@@ -160,6 +162,29 @@ async fn bench_overhead() {
     println!("  control-plane overhead:  p50 {:.1} ms", (a50.as_secs_f64() - d50.as_secs_f64()) * 1e3);
 }
 
+async fn bench_snapshot_create() {
+    let mib: usize = std::env::var("BOXYARD_BENCH_SNAPSHOT_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let s3 = S3::start().await;
+    let s = Stack::with_s3(&s3, &[("r1", 64)], &[]).await;
+    let (_, api) = s.admin.org("bench").await;
+    let d = tempfile::tempdir().unwrap();
+    let img = tiny_image(d.path(), "bench", mib << 20);
+    let size = std::fs::metadata(&img).unwrap().len();
+    api.snapshot("bench", &img, json!({})).await;
+    let t = Instant::now();
+    let b1 = api.create_box(json!({"snapshot": "bench"})).await;
+    let uncached = t.elapsed();
+    let t = Instant::now();
+    let b2 = api.create_box(json!({"snapshot": "bench"})).await;
+    let cached = t.elapsed();
+    println!("create → running from a snapshot of {} MiB (local backend: fetch and verify, no boot):", size >> 20);
+    println!("  uncached (parallel ranged GETs + sha256 + publish): {:.2} s", uncached.as_secs_f64());
+    println!("  cached:                                              {:.3} s", cached.as_secs_f64());
+    for b in [b1, b2] {
+        api.delete(&format!("/v1/boxes/{b}")).await;
+    }
+}
+
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: skip the work then.
@@ -168,4 +193,5 @@ async fn main() {
     }
     bench_scheduler().await;
     bench_overhead().await;
+    bench_snapshot_create().await;
 }

@@ -174,3 +174,47 @@ async fn an_imported_oci_image_boots_and_its_env_and_cmd_apply() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), "hello from an OCI image\nfrom the second layer\n/srv\n");
     assert_eq!(out.exit.unwrap()["exit_code"], 0);
 }
+
+/// A realistic snapshot: a Debian minimal root filesystem (scripts/build-debian-snapshot.sh, debootstrap). Opt-in
+/// because building it takes minutes: BOXYARD_DEBIAN_TEST=1 (or BOXYARD_DEBIAN_IMAGE=<built image>).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_debian_snapshot_boots() {
+    let image = match (std::env::var("BOXYARD_DEBIAN_IMAGE"), std::env::var("BOXYARD_DEBIAN_TEST")) {
+        (Ok(p), _) => std::path::PathBuf::from(p),
+        (_, Ok(_)) => {
+            let out = std::process::Command::new("bash")
+                .arg(workspace().join("scripts/build-debian-snapshot.sh"))
+                .current_dir(workspace())
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "build-debian-snapshot.sh failed:\n{}", String::from_utf8_lossy(&out.stderr));
+            workspace().join(String::from_utf8_lossy(&out.stdout).trim())
+        }
+        _ => {
+            eprintln!(
+                "SKIPPED: set BOXYARD_DEBIAN_TEST=1 to build a Debian snapshot with debootstrap and boot it (minutes)"
+            );
+            return;
+        }
+    };
+    let guest = std::env::var("BOXYARD_GUEST_DIR")
+        .unwrap_or_else(|_| workspace().join("build/guest/current").display().to_string());
+    let s3 = S3::start().await;
+    let s = Stack::with_s3(&s3, &[], &[]).await;
+    let token = s.admin.join_token().await;
+    let mut args = s3.args();
+    args.extend(["--backend", "qemu", "--guest-dir", &guest, "--boot-timeout", "180"].map(String::from));
+    let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let _r = Runner::start(&s.cp, "vm1", &token, 2, "2GiB", &argv);
+    s.admin.wait_runners(1).await;
+    let (_, api) = s.admin.org("alpha").await;
+    api.snapshot("debian", &image, json!({})).await;
+    let b = api.create_box(json!({"snapshot": "debian", "memory_mib": 512})).await;
+    let e = api.exec(&b, &["cat", "/etc/debian_version"]).await;
+    let mut out = Output::default();
+    assert!(attach(&api, &b, &e, &mut out, None).await);
+    let v = String::from_utf8_lossy(&out.stdout);
+    assert!(v.trim().chars().next().is_some_and(|c| c.is_ascii_digit()), "debian_version: {v:?}");
+    eprintln!("debian_version in the box: {}", v.trim());
+    assert_eq!(out.exit.unwrap()["exit_code"], 0);
+}
