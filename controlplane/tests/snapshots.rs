@@ -232,5 +232,10 @@ async fn an_object_already_in_the_bucket_is_registered_after_its_digest_is_check
     api.post("/v1/snapshots", json!({"name": "x", "source": {"key": "k", "digest": "md5:abc"}}))
         .await
         .err(422, "invalid_request");
+    // Uploaded images cannot be registered a second time under another name.
+    let other = format!("snapshots/{}.ext4", good.body["id"].as_str().unwrap());
+    api.post("/v1/snapshots", json!({"name": "y", "source": {"key": other, "digest": up.digest}}))
+        .await
+        .err(422, "invalid_request");
     api.create_box(json!({"snapshot": "pre"})).await;
 }

@@ -135,6 +135,12 @@ pub async fn create(
             if src.key.is_empty() || src.key.len() > 1024 {
                 return Err(ApiError::invalid("source.key must be 1 to 1024 bytes"));
             }
+            // Uploaded images live under snapshots/ and go with their snapshot: not registrable a second time.
+            if src.key.starts_with("snapshots/") {
+                return Err(ApiError::invalid(
+                    "source.key must not be under snapshots/ (reserved for uploaded images)",
+                ));
+            }
             ("verifying", src.key.clone())
         }
         None => ("uploading", format!("snapshots/{id}.ext4")),
@@ -287,7 +293,19 @@ pub async fn delete(State(st): State<AppState>, p: Principal, Path(sid): Path<St
     let s = snapshots::get(&st, p.org_id, id(&sid, "snapshot")?).await?;
     may_change(&p, &s)?;
     let mut tx = st.db.begin().await?;
-    sqlx::query("SELECT 1 FROM snapshots WHERE id = $1 FOR UPDATE").bind(s.id).execute(&mut *tx).await?;
+    let busy: bool = sqlx::query_scalar(
+        "SELECT state = 'verifying' OR uploading_since IS NOT NULL FROM snapshots WHERE id = $1 FOR UPDATE",
+    )
+    .bind(s.id)
+    .fetch_one(&mut *tx)
+    .await?;
+    if busy {
+        return Err(ApiError::conflict(
+            "invalid_state",
+            format!("snapshot {:?} has an upload or a check in progress; delete it once that ends", s.name),
+        )
+        .retry_after(5));
+    }
     let in_use: i64 = sqlx::query_scalar("SELECT count(*) FROM boxes WHERE snapshot_id = $1 AND deleted_at IS NULL")
         .bind(s.id)
         .fetch_one(&mut *tx)

@@ -259,6 +259,13 @@ async fn collect(st: &AppState) -> Result<(), sqlx::Error> {
     .bind(keep)
     .execute(&st.db)
     .await?;
+    // Checks of registered objects whose replica died: they would stay `verifying` forever.
+    sqlx::query(
+        "UPDATE snapshots SET state = 'failed', reason = 'the check of the object was interrupted; register it again',
+                updated_at = now() WHERE state = 'verifying' AND updated_at < now() - interval '1 hour'",
+    )
+    .execute(&st.db)
+    .await?;
     sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)")
         .bind(secs(cfg.idempotency_ttl))
         .execute(&st.db)
