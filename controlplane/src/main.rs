@@ -239,9 +239,15 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         std::fs::rename(&tmp, f)?;
     }
     eprintln!("boxyard-controlplane: API on http://{api_addr}, runner registry on {reg_addr}");
+    telemetry::systemd::ready(&format!("API on {api_addr}, runner registry on {reg_addr}"));
+    let watchdog = telemetry::systemd::spawn_watchdog();
 
     shutdown_signal().await;
     eprintln!("boxyard-controlplane: shutting down");
+    telemetry::systemd::stopping();
+    if let Some(w) = watchdog {
+        w.abort();
+    }
     let _ = stop_tx.send(true);
     // Open WebSockets would hold a graceful shutdown open: give them a few seconds.
     let _ = tokio::time::timeout(Duration::from_secs(5), async {

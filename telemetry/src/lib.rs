@@ -4,6 +4,9 @@
 //!   export of spans when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the standard OpenTelemetry variables apply).
 //! - [`inject_context`] / [`extract_context`]: W3C trace context in gRPC metadata, so a runner's spans join the
 //!   control plane's trace of the request that caused them.
+//! - [`systemd`]: READY / STOPPING / WATCHDOG notifications for `Type=notify` units.
+
+pub mod systemd;
 
 use opentelemetry::propagation::{Extractor, Injector};
 use opentelemetry::trace::TracerProvider as _;

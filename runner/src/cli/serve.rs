@@ -289,9 +289,12 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
             let _ = stop.wait_for(|s| *s).await;
         }))
     });
+    boxyard_telemetry::systemd::ready(&format!("runner API on {addr}; {} boxes, {running} running", inv.boxes.len()));
+    let _watchdog = boxyard_telemetry::systemd::spawn_watchdog();
     let shutdown = async {
         shutdown_signal().await;
         eprintln!("boxyard-runner: shutting down; boxes keep running and are re-adopted on the next start");
+        boxyard_telemetry::systemd::stopping();
     };
     // Long-lived attach streams would hold a graceful shutdown open: give them a few seconds.
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
