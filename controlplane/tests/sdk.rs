@@ -1,0 +1,125 @@
+//! The Rust SDK against a real stack: `run`, and an attach through a TCP proxy that cuts the connection every few
+//! hundred kilobytes while a command streams 20 MB: the caller gets exactly the bytes and the exit code.
+
+mod harness;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use boxyard::attach::{Event, OutputStream, Retry};
+use boxyard::{Client, CreateBox, ExecRequest};
+use harness::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Forwards connections to `upstream`, cutting each one after 100-500 KB from the server.
+async fn cutting_proxy(upstream: String) -> (String, Arc<AtomicU32>) {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap().to_string();
+    let cuts = Arc::new(AtomicU32::new(0));
+    let c = cuts.clone();
+    tokio::spawn(async move {
+        let mut n = 0u64;
+        loop {
+            let Ok((client, _)) = l.accept().await else { continue };
+            n += 1;
+            let limit = 100_000 + (n * 7919 % 400_000);
+            let (up, cuts) = (upstream.clone(), c.clone());
+            tokio::spawn(async move {
+                let Ok(server) = TcpStream::connect(&up).await else { return };
+                let (mut cr, mut cw) = client.into_split();
+                let (mut sr, mut sw) = server.into_split();
+                let to_server = tokio::spawn(async move {
+                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
+                });
+                let mut sent = 0u64;
+                let mut buf = vec![0u8; 16 * 1024];
+                while let Ok(k) = sr.read(&mut buf).await {
+                    if k == 0 {
+                        break;
+                    }
+                    let k = k.min((limit - sent) as usize);
+                    if cw.write_all(&buf[..k]).await.is_err() {
+                        break;
+                    }
+                    sent += k as u64;
+                    if sent >= limit {
+                        cuts.fetch_add(1, Ordering::SeqCst);
+                        break;
+                    }
+                }
+                to_server.abort();
+                // Dropping both halves closes the connections abruptly.
+            });
+        }
+    });
+    (addr, cuts)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attach_through_a_cutting_proxy_yields_exactly_the_bytes_and_the_exit_code() {
+    let s = Stack::start(&[("r1", 4)]).await;
+    let (_, api) = s.admin.org("alpha").await;
+    let direct = Client::new(&s.cp.api, &api.key).unwrap();
+    let b = direct.create_box(&CreateBox::default()).await.unwrap();
+    assert_eq!(b.state, "running");
+    const N: u64 = 2_600_000;
+    let x = direct
+        .exec(&b.id, &ExecRequest::new(["sh", "-c", &format!("seq 1 {N}; echo tail >&2; exit 7")]))
+        .await
+        .unwrap();
+
+    let (proxy, cuts) = cutting_proxy(s.cp.api.trim_start_matches("http://").to_string()).await;
+    let via_proxy = Client::new(format!("http://{proxy}"), &api.key).unwrap().with_attach_retry(Retry {
+        max_retries: 20,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(200),
+    });
+    let mut attach = via_proxy.attach(&b.id, &x.id, 0);
+    let (mut stdout, mut stderr, mut exit) = (Vec::new(), Vec::new(), None);
+    while let Some(ev) = attach.next().await {
+        match ev.unwrap() {
+            Event::Output { stream: OutputStream::Stdout, data, .. } => stdout.extend_from_slice(&data),
+            Event::Output { stream: OutputStream::Stderr, data, .. } => stderr.extend_from_slice(&data),
+            Event::Gap { from, to } => panic!("gap {from}..{to}"),
+            Event::Exit(e) => exit = Some(e),
+        }
+    }
+    let expected: Vec<u8> = (1..=N).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+    assert!(expected.len() > 19_000_000);
+    assert_eq!(stdout.len(), expected.len(), "stdout length");
+    assert!(stdout == expected, "stdout differs");
+    assert_eq!(stderr, b"tail\n");
+    let exit = exit.expect("no exit event");
+    assert_eq!(exit.exit_code, Some(7));
+    assert_eq!(exit.output_end, attach.cursor());
+    let cuts = cuts.load(Ordering::SeqCst);
+    assert!(cuts >= 20, "only {cuts} cuts happened");
+    assert!(attach.reconnects >= cuts, "{} reconnects for {cuts} cuts", attach.reconnects);
+    eprintln!("20 MB through {cuts} cuts, {} reconnects", attach.reconnects);
+
+    // run() end to end, and API errors carry the code.
+    let out = direct.run(&b.id, &ExecRequest::new(["sh", "-c", "echo out; echo err >&2; exit 3"])).await.unwrap();
+    assert_eq!(
+        (out.stdout.as_slice(), out.stderr.as_slice(), out.exit.exit_code),
+        (&b"out\n"[..], &b"err\n"[..], Some(3))
+    );
+    let e = direct.get_box("00000000-0000-0000-0000-000000000000").await.unwrap_err();
+    assert_eq!(e.code(), Some("not_found"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_attach_gives_up_with_a_clear_error_after_its_retries() {
+    // Nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let c = Client::new(format!("http://127.0.0.1:{port}"), "byk_x").unwrap().with_attach_retry(Retry {
+        max_retries: 3,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(50),
+    });
+    let mut a = c.attach("b", "e", 42);
+    let err = a.next().await.unwrap().unwrap_err();
+    assert!(matches!(err, boxyard::Error::AttachGaveUp { attempts: 4, cursor: 42, .. }), "{err}");
+    assert!(a.next().await.is_none());
+}

@@ -1,0 +1,265 @@
+//! Attaching to an execution's output over the WebSocket, resuming from the last cursor whenever the connection
+//! drops, so that the caller sees every byte exactly once.
+//!
+//! The server tags every output frame with the cursor of its first byte. The attach keeps the cursor after the last
+//! byte it handed out; after a cut (network, gateway restart, runner restart) it reconnects with that cursor, with
+//! exponential backoff, and gives up with [`Error::AttachGaveUp`] after `max_retries` consecutive failures.
+//! Requests that cannot succeed by retrying (unknown box or execution, a bad cursor, a revoked key) end the attach
+//! at once with the API's error.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::{self, Message};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use crate::error::{Error, Result};
+use crate::types::{ExitResult, TtySize};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Which output stream bytes came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+/// One thing an attach yields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Output bytes starting at `cursor`.
+    Output { stream: OutputStream, cursor: u64, data: bytes::Bytes },
+    /// Output in `[from, to)` was dropped by the runner's retention before it could be read.
+    Gap { from: u64, to: u64 },
+    /// The execution finished; every output byte was delivered before this.
+    Exit(ExitResult),
+}
+
+/// Reconnection policy of an attach.
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    /// Consecutive failed reconnections before giving up.
+    pub max_retries: u32,
+    pub initial_backoff: Duration,
+    pub max_backoff: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry { max_retries: 10, initial_backoff: Duration::from_millis(100), max_backoff: Duration::from_secs(5) }
+    }
+}
+
+/// A resuming attach. Read it with [`Attach::next`] (or turn it into a `Stream` with [`Attach::into_stream`]).
+pub struct Attach {
+    url: String,
+    key: String,
+    cursor: u64,
+    retry: Retry,
+    ws: Option<Ws>,
+    failures: u32,
+    done: bool,
+    /// Reconnections made so far (for observability and tests).
+    pub reconnects: u32,
+}
+
+impl Attach {
+    pub(crate) fn new(url: String, key: String, from: u64, retry: Retry) -> Self {
+        Attach { url, key, cursor: from, retry, ws: None, failures: 0, done: false, reconnects: 0 }
+    }
+
+    /// The cursor after the last byte handed out (where a new attach would resume).
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    async fn connect(&mut self) -> std::result::Result<Ws, (bool, Error)> {
+        let mut req = format!("{}?cursor={}", self.url, self.cursor)
+            .into_client_request()
+            .map_err(|e| (false, Error::Protocol(e.to_string())))?;
+        let auth = format!("Bearer {}", self.key).parse().map_err(|_| (false, Error::Protocol("bad key".into())))?;
+        req.headers_mut().insert("authorization", auth);
+        match tokio_tungstenite::connect_async(req).await {
+            Ok((ws, _)) => Ok(ws),
+            Err(tungstenite::Error::Http(resp)) => {
+                let status = resp.status().as_u16();
+                let body: serde_json::Value =
+                    resp.body().as_ref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();
+                let e = Error::Api {
+                    status,
+                    code: body["code"].as_str().unwrap_or("http_error").to_string(),
+                    message: body["message"].as_str().unwrap_or("the attach was refused").to_string(),
+                    retry_after: body["retry_after"].as_u64(),
+                };
+                // 5xx and 429 may pass; the rest will not.
+                Err((status >= 500 || status == 429, e))
+            }
+            Err(e) => Err((true, Error::Transport { url: self.url.clone(), message: e.to_string() })),
+        }
+    }
+
+    /// The next event: output in cursor order, gaps, then `Exit` and `None`. Cuts are resumed transparently.
+    pub async fn next(&mut self) -> Option<Result<Event>> {
+        if self.done {
+            return None;
+        }
+        let mut last = String::new();
+        loop {
+            if self.ws.is_none() {
+                if self.failures > 0 {
+                    if self.failures > self.retry.max_retries {
+                        self.done = true;
+                        return Some(Err(Error::AttachGaveUp { attempts: self.failures, cursor: self.cursor, last }));
+                    }
+                    let shift = (self.failures - 1).min(16);
+                    let backoff = (self.retry.initial_backoff * (1u32 << shift)).min(self.retry.max_backoff);
+                    tokio::time::sleep(backoff).await;
+                    self.reconnects += 1;
+                }
+                match self.connect().await {
+                    Ok(ws) => self.ws = Some(ws),
+                    Err((true, e)) => {
+                        self.failures += 1;
+                        last = e.to_string();
+                        continue;
+                    }
+                    Err((false, e)) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+            let ws = self.ws.as_mut().expect("connected");
+            match ws.next().await {
+                Some(Ok(Message::Binary(b))) => {
+                    if b.len() < 9 {
+                        self.done = true;
+                        return Some(Err(Error::Protocol("short output frame".into())));
+                    }
+                    let cursor = u64::from_be_bytes(b[1..9].try_into().expect("8 bytes"));
+                    let stream = match b[0] {
+                        1 => OutputStream::Stdout,
+                        2 => OutputStream::Stderr,
+                        s => {
+                            self.done = true;
+                            return Some(Err(Error::Protocol(format!("unknown stream id {s}"))));
+                        }
+                    };
+                    let mut data = b.slice(9..);
+                    // Resuming never duplicates: drop anything before the cursor already handed out.
+                    if cursor + (data.len() as u64) <= self.cursor {
+                        continue;
+                    }
+                    let cursor = if cursor < self.cursor {
+                        data = data.slice((self.cursor - cursor) as usize..);
+                        self.cursor
+                    } else if cursor > self.cursor {
+                        self.done = true;
+                        return Some(Err(Error::Protocol(format!(
+                            "output skipped from cursor {} to {cursor} without a gap record",
+                            self.cursor
+                        ))));
+                    } else {
+                        cursor
+                    };
+                    self.cursor = cursor + data.len() as u64;
+                    self.failures = 0;
+                    return Some(Ok(Event::Output { stream, cursor, data }));
+                }
+                Some(Ok(Message::Text(t))) => {
+                    let v: serde_json::Value = match serde_json::from_str(t.as_str()) {
+                        Ok(v) => v,
+                        Err(e) => return Some(Err(Error::Protocol(format!("bad text frame: {e}")))),
+                    };
+                    match v["type"].as_str() {
+                        Some("gap") => {
+                            let (from, to) = (v["from"].as_u64().unwrap_or(0), v["to"].as_u64().unwrap_or(0));
+                            if to <= self.cursor {
+                                continue;
+                            }
+                            self.cursor = to;
+                            return Some(Ok(Event::Gap { from, to }));
+                        }
+                        Some("exit") => {
+                            self.done = true;
+                            let exit: ExitResult = match serde_json::from_value(v) {
+                                Ok(x) => x,
+                                Err(e) => return Some(Err(Error::Protocol(format!("bad exit message: {e}")))),
+                            };
+                            if let Some(mut ws) = self.ws.take() {
+                                let _ = ws.close(None).await;
+                            }
+                            return Some(Ok(Event::Exit(exit)));
+                        }
+                        Some("error") => {
+                            let code = v["code"].as_str().unwrap_or("").to_string();
+                            let message = v["message"].as_str().unwrap_or("").to_string();
+                            if code == "runner_unavailable" || code == "runner_closed" {
+                                // The runner went away: resume from the cursor.
+                                self.ws = None;
+                                self.failures += 1;
+                                last = format!("{code}: {message}");
+                                continue;
+                            }
+                            if code == "invalid_message" {
+                                continue;
+                            }
+                            self.done = true;
+                            return Some(Err(Error::Api { status: 0, code, message, retry_after: None }));
+                        }
+                        _ => continue,
+                    }
+                }
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
+                    // Cut: resume from the cursor.
+                    self.ws = None;
+                    self.failures += 1;
+                    last = "the connection closed before the exit message".into();
+                }
+                Some(Ok(_)) => continue,
+            }
+        }
+    }
+
+    /// The events as a `Stream`.
+    pub fn into_stream(self) -> impl futures::Stream<Item = Result<Event>> {
+        futures::stream::unfold(self, |mut a| async move { a.next().await.map(|e| (e, a)) })
+    }
+
+    async fn send(&mut self, m: Message) -> Result<()> {
+        match self.ws.as_mut() {
+            Some(ws) => {
+                ws.send(m).await.map_err(|e| Error::Transport { url: self.url.clone(), message: e.to_string() })
+            }
+            None => {
+                Err(Error::Transport { url: self.url.clone(), message: "not connected (call next() first)".into() })
+            }
+        }
+    }
+
+    /// Sends bytes to the execution's stdin (it must have been created with `stdin: true`). Input is not resumed
+    /// after a cut: resend what the process may not have received.
+    pub async fn send_stdin(&mut self, data: &[u8]) -> Result<()> {
+        self.send(Message::Binary(bytes::Bytes::copy_from_slice(data))).await
+    }
+
+    /// Closes the execution's stdin.
+    pub async fn close_stdin(&mut self) -> Result<()> {
+        self.send(Message::Text(r#"{"type":"stdin_eof"}"#.into())).await
+    }
+
+    /// Resizes the execution's terminal.
+    pub async fn resize(&mut self, size: TtySize) -> Result<()> {
+        let m = serde_json::json!({"type": "resize", "rows": size.rows, "cols": size.cols}).to_string();
+        self.send(Message::Text(m.into())).await
+    }
+
+    /// Sends a signal ("INT", "SIGTERM", a number) to the execution's process group.
+    pub async fn signal(&mut self, signal: &str) -> Result<()> {
+        let m = serde_json::json!({"type": "signal", "signal": signal}).to_string();
+        self.send(Message::Text(m.into())).await
+    }
+}
