@@ -63,10 +63,71 @@ enum Cmd {
         /// Start from this cursor.
         #[arg(long, default_value_t = 0)]
         from: u64,
+        /// Follow the output until the execution ends (default: print what exists now and exit).
+        #[arg(short = 'f', long)]
+        follow: bool,
     },
+    /// Create a box (it runs when this returns) and print its id.
+    Create {
+        snapshot: Option<String>,
+        #[arg(long)]
+        cpus: Option<i64>,
+        /// Memory in MiB.
+        #[arg(long)]
+        memory: Option<i64>,
+        #[arg(short = 'e', long = "env", value_parser = parse_kv)]
+        env: Vec<(String, String)>,
+    },
+    /// Start a stopped box.
+    Start { box_id: String },
+    /// Stop a box (its disk is kept).
+    Stop { box_id: String },
+    /// Attach to an execution's output (from a cursor), following it to the end.
+    Attach {
+        box_id: String,
+        exec_id: String,
+        #[arg(long, default_value_t = 0)]
+        from: u64,
+    },
+    /// Copy a file or directory into a box (BOX:PATH as destination) or out of one (BOX:PATH as source).
+    Cp { src: String, dest: String },
+    /// Snapshots: build an image, push it, list, remove.
+    #[command(subcommand)]
+    Snapshot(SnapshotCmd),
+    /// Any administration endpoint, e.g. `boxyard admin POST /v1/admin/join-tokens '{"ttl_seconds": 3600}'`.
+    Admin { method: String, path: String, body: Option<String> },
+    /// Shell completions: `boxyard completions bash > /etc/bash_completion.d/boxyard`.
+    Completions { shell: clap_complete::Shell },
     /// The local stack: PostgreSQL, S3, control plane and a runner on this machine.
     #[command(subcommand)]
     Dev(DevCmd),
+}
+
+#[derive(Subcommand)]
+enum SnapshotCmd {
+    /// Build an image from a directory or an OCI/docker-save archive (`--oci`); writes IMAGE and IMAGE.json
+    /// (metadata: cmd, env, working_dir, user).
+    Build {
+        /// A directory (the root filesystem) or, with --oci, an image archive or layout.
+        src: std::path::PathBuf,
+        /// The image file to write.
+        #[arg(short, long)]
+        output: std::path::PathBuf,
+        #[arg(long)]
+        oci: bool,
+    },
+    /// Register a snapshot and upload its image (metadata from IMAGE.json if present).
+    Push {
+        name: String,
+        image: std::path::PathBuf,
+        /// Publish to every org (platform admins).
+        #[arg(long)]
+        public: bool,
+    },
+    /// List the snapshots you can use.
+    Ls,
+    /// Delete a snapshot (by name or id).
+    Rm { snapshot: String },
 }
 
 #[derive(Subcommand)]
@@ -246,11 +307,218 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
             }
             Ok(0)
         }
-        Cmd::Logs { box_id, exec_id, from } => stream(&client(profile)?, &box_id, &exec_id, from).await,
+        Cmd::Logs { box_id, exec_id, from, follow } => {
+            let c = client(profile)?;
+            if follow {
+                return stream(&c, &box_id, &exec_id, from).await;
+            }
+            let x = c.get_execution(&box_id, &exec_id).await?;
+            if x.state != "running" {
+                stream(&c, &box_id, &exec_id, from).await?;
+                return Ok(0);
+            }
+            // Up to what exists now.
+            let end = x.output_bytes as u64;
+            let mut a = c.attach(&box_id, &exec_id, from);
+            while a.cursor() < end {
+                match a.next().await {
+                    Some(Ok(Event::Output { stream: OutputStream::Stdout, data, .. })) => {
+                        std::io::stdout().write_all(&data)?
+                    }
+                    Some(Ok(Event::Output { stream: OutputStream::Stderr, data, .. })) => {
+                        std::io::stderr().write_all(&data)?
+                    }
+                    Some(Ok(_)) | None => break,
+                    Some(Err(e)) => return Err(e.into()),
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Create { snapshot, cpus, memory, env } => {
+            let c = client(profile)?;
+            let b = c
+                .create_box(&CreateBox {
+                    snapshot,
+                    vcpus: cpus,
+                    memory_mib: memory,
+                    env: env.into_iter().collect(),
+                    ..Default::default()
+                })
+                .await?;
+            if cli.json {
+                print_json(&b);
+            } else {
+                println!("{}", b.id);
+            }
+            Ok(0)
+        }
+        Cmd::Start { box_id } => {
+            let b = client(profile)?.start_box(&box_id).await?;
+            println!("{} {}", b.id, b.state);
+            Ok(0)
+        }
+        Cmd::Stop { box_id } => {
+            let b = client(profile)?.stop_box(&box_id).await?;
+            println!("{} {}", b.id, b.state);
+            Ok(0)
+        }
+        Cmd::Attach { box_id, exec_id, from } => stream(&client(profile)?, &box_id, &exec_id, from).await,
+        Cmd::Cp { src, dest } => cp(&client(profile)?, &src, &dest).await.map(|_| 0),
+        Cmd::Snapshot(cmd) => snapshot(profile, cli.json, cmd).await,
+        Cmd::Admin { method, path, body } => {
+            let m = boxyard::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).context("bad HTTP method")?;
+            let body = body.map(|b| serde_json::from_str(&b)).transpose().context("the body is not JSON")?;
+            let v = client(profile)?.admin(m, &path, body).await?;
+            print_json(&v);
+            Ok(0)
+        }
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "boxyard", &mut std::io::stdout());
+            Ok(0)
+        }
         Cmd::Dev(DevCmd::Up(a)) => dev::up(&a).await.map(|_| 0),
         Cmd::Dev(DevCmd::Down(a)) => dev::down(&a).await.map(|_| 0),
         Cmd::Dev(DevCmd::Status(a)) => Ok(if dev::status(&a).await? { 0 } else { 1 }),
     }
+}
+
+/// BOX:PATH → (box, path).
+fn remote(s: &str) -> Option<(&str, &str)> {
+    s.split_once(':').filter(|(b, p)| !b.is_empty() && p.starts_with('/'))
+}
+
+async fn cp(c: &Client, src: &str, dest: &str) -> anyhow::Result<()> {
+    match (remote(src), remote(dest)) {
+        (None, Some((b, dir))) => {
+            let path = std::path::Path::new(src);
+            let name = path.file_name().context("the source has no file name")?;
+            let mut t = tar::Builder::new(Vec::new());
+            t.follow_symlinks(false);
+            if path.is_dir() {
+                t.append_dir_all(name, path)?;
+            } else {
+                t.append_path_with_name(path, name)?;
+            }
+            let r = c.upload_tar(b, dir, t.into_inner()?).await?;
+            eprintln!("copied {} bytes ({} entries) to {b}:{dir}", r["bytes"], r["entries"]);
+            Ok(())
+        }
+        (Some((b, path)), None) => {
+            let data = c.download_tar(b, path).await?;
+            let dest = std::path::Path::new(dest);
+            std::fs::create_dir_all(dest)?;
+            tar::Archive::new(data.as_ref())
+                .unpack(dest)
+                .with_context(|| format!("cannot unpack into {}", dest.display()))?;
+            eprintln!("copied {b}:{path} into {}", dest.display());
+            Ok(())
+        }
+        _ => anyhow::bail!("one side must be BOX:/absolute/path and the other a local path"),
+    }
+}
+
+async fn snapshot(profile: Option<&str>, json: bool, cmd: SnapshotCmd) -> anyhow::Result<i32> {
+    use boxyard_snapshot_build::{image, oci};
+    match cmd {
+        SnapshotCmd::Build { src, output, oci: is_oci } => {
+            let meta = if is_oci {
+                let work = tempfile::tempdir()?;
+                let tree = work.path().join("tree");
+                let meta = oci::import(&src, &tree, &work.path().join("scratch"))?;
+                eprintln!("imported {} layers' result into a tree; building the image", src.display());
+                image::build_from_dir(&tree, &output)?;
+                meta
+            } else {
+                image::build_from_dir(&src, &output)?;
+                image::Metadata::default()
+            };
+            let digest = boxyard_snapshot_build::digest_file(&output)?;
+            std::fs::write(output.with_extension("json"), serde_json::to_vec_pretty(&meta)?)?;
+            println!("{} {}", output.display(), digest);
+            Ok(0)
+        }
+        SnapshotCmd::Push { name, image, public } => {
+            let c = client(profile)?;
+            let meta: boxyard::SnapshotMetadata = match std::fs::read(image.with_extension("json")) {
+                Ok(b) => serde_json::from_slice(&b).context("the image's .json metadata is invalid")?,
+                Err(_) => Default::default(),
+            };
+            let s = c.create_snapshot(&name, &meta, public).await?;
+            let size = std::fs::metadata(&image)?.len();
+            let bar = indicatif::ProgressBar::new(size);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{msg} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} {eta}")
+                    .expect("valid template"),
+            );
+            bar.set_message(format!("pushing {name}"));
+            let file = tokio::fs::File::open(&image).await?;
+            let b2 = bar.clone();
+            let stream = futures::StreamExt::map(tokio_util_reader(file), move |r| {
+                if let Ok(chunk) = &r {
+                    b2.inc(chunk.len() as u64);
+                }
+                r
+            });
+            let done = c.upload_snapshot_image(&s.id, reqwest_body(stream)).await?;
+            bar.finish_and_clear();
+            if json {
+                print_json(&done);
+            } else {
+                println!("{} {} {} {}", done.id, done.name, done.state, done.digest.unwrap_or_default());
+            }
+            Ok(0)
+        }
+        SnapshotCmd::Ls => {
+            let all = client(profile)?.list_snapshots().await?;
+            if json {
+                print_json(&all);
+            } else {
+                println!("{:<38} {:<16} {:<10} {:>12}  DIGEST", "ID", "NAME", "STATE", "SIZE");
+                for s in all {
+                    println!(
+                        "{:<38} {:<16} {:<10} {:>12}  {}",
+                        s.id,
+                        s.name,
+                        s.state,
+                        s.size_bytes.map(|b| b.to_string()).unwrap_or_default(),
+                        s.digest.unwrap_or_default()
+                    );
+                }
+            }
+            Ok(0)
+        }
+        SnapshotCmd::Rm { snapshot } => {
+            let c = client(profile)?;
+            let id = match c.list_snapshots().await?.into_iter().find(|s| s.name == snapshot || s.id == snapshot) {
+                Some(s) => s.id,
+                None => anyhow::bail!("not_found: no snapshot named {snapshot:?}"),
+            };
+            c.delete_snapshot(&id).await?;
+            println!("{id}");
+            Ok(0)
+        }
+    }
+}
+
+/// A file as a stream of chunks.
+fn tokio_util_reader(file: tokio::fs::File) -> impl futures::Stream<Item = std::io::Result<Vec<u8>>> {
+    futures::stream::unfold(file, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 20];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(buf), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
+}
+
+fn reqwest_body(s: impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send + Sync + 'static) -> boxyard::Body {
+    boxyard::Body::wrap_stream(s)
 }
 
 #[tokio::main]

@@ -59,3 +59,47 @@ async fn run_ls_logs_and_errors() {
     let e = one_line(&boxyard(&format!("http://127.0.0.1:{port}"), &api.key, &["ls"]));
     assert!(e.contains("cannot reach"), "{e}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cp_round_trips_and_snapshots_build_and_push() {
+    let s3 = S3::start().await;
+    let s = Stack::with_s3(&s3, &[("r1", 4)], &[]).await;
+    let (_, api) = s.admin.org("alpha").await;
+    let url = s.cp.api.clone();
+    let d = tempfile::tempdir().unwrap();
+
+    // snapshot build from a directory, push, ls.
+    let tree = d.path().join("tree");
+    std::fs::create_dir_all(tree.join("etc")).unwrap();
+    std::fs::write(tree.join("etc/hostname"), "built\n").unwrap();
+    let img = d.path().join("built.ext4");
+    let out = boxyard(&url, &api.key, &["snapshot", "build", tree.to_str().unwrap(), "-o", img.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let digest = boxyard_snapshot::digest_file(&img).unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&digest));
+    let out = boxyard(&url, &api.key, &["--json", "snapshot", "push", "built", img.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["state"].as_str(), v["digest"].as_str()), (Some("active"), Some(digest.as_str())));
+    let ls = boxyard(&url, &api.key, &["--json", "snapshot", "ls"]);
+    let v: serde_json::Value = serde_json::from_slice(&ls.stdout).unwrap();
+    assert_eq!(v[0]["name"], "built");
+
+    // create, cp in and out byte-exactly, stop, start, rm.
+    let out = boxyard(&url, &api.key, &["create", "built"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let payload: Vec<u8> = (0..300_000u32).flat_map(|i| (i.wrapping_mul(2654435761)).to_le_bytes()).collect();
+    let local = d.path().join("payload.bin");
+    std::fs::write(&local, &payload).unwrap();
+    let out = boxyard(&url, &api.key, &["cp", local.to_str().unwrap(), &format!("{id}:/tmp/in")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let back = d.path().join("back");
+    let out = boxyard(&url, &api.key, &["cp", &format!("{id}:/tmp/in/payload.bin"), back.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(std::fs::read(back.join("payload.bin")).unwrap() == payload, "cp changed the bytes");
+    assert!(boxyard(&url, &api.key, &["stop", &id]).status.success());
+    assert!(String::from_utf8_lossy(&boxyard(&url, &api.key, &["start", &id]).stdout).contains("running"));
+    assert!(boxyard(&url, &api.key, &["rm", &id]).status.success());
+    assert!(boxyard(&url, &api.key, &["completions", "bash"]).stdout.len() > 1000);
+}

@@ -38,5 +38,5 @@ pub mod types;
 
 pub use client::Client;
 pub use error::{Error, Result};
-pub use reqwest::Method;
+pub use reqwest::{Body, Method};
 pub use types::*;

@@ -6,6 +6,7 @@
 
 pub mod image;
 pub mod oci;
+#[cfg(feature = "s3")]
 pub mod s3;
 
 use std::io::Read;
