@@ -2,6 +2,7 @@
 
 mod dev;
 mod profile;
+mod term;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -40,6 +41,12 @@ enum Cmd {
     Run(RunArgs),
     /// Run a command in an existing box and stream its output.
     Exec {
+        /// Keep stdin open and forward this terminal's input.
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Run on a pseudo-terminal.
+        #[arg(short = 't', long)]
+        tty: bool,
         box_id: String,
         #[arg(short = 'e', long = "env", value_parser = parse_kv)]
         env: Vec<(String, String)>,
@@ -145,6 +152,12 @@ struct RunArgs {
     /// Delete the box when the command ends.
     #[arg(long)]
     rm: bool,
+    /// Keep stdin open and forward this terminal's input.
+    #[arg(short = 'i', long)]
+    interactive: bool,
+    /// Run on a pseudo-terminal (this terminal in raw mode, window size changes forwarded).
+    #[arg(short = 't', long)]
+    tty: bool,
     /// Environment variable for the command (repeatable).
     #[arg(short = 'e', long = "env", value_parser = parse_kv)]
     env: Vec<(String, String)>,
@@ -236,11 +249,17 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
                 env: r.env.into_iter().collect::<BTreeMap<_, _>>(),
                 working_dir: r.workdir,
                 user: r.user,
+                stdin: r.interactive,
+                tty: if r.tty { Some(term::size().unwrap_or(boxyard::TtySize { rows: 24, cols: 80 })) } else { None },
                 ..Default::default()
             };
             let result = async {
                 let x = c.exec(&b.id, &req).await?;
-                stream(&c, &b.id, &x.id, 0).await
+                if r.interactive || r.tty {
+                    term::interactive(c.attach(&b.id, &x.id, 0), r.interactive, r.tty).await
+                } else {
+                    stream(&c, &b.id, &x.id, 0).await
+                }
             }
             .await;
             if r.rm {
@@ -252,16 +271,21 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
             }
             result
         }
-        Cmd::Exec { box_id, env, workdir, user, command } => {
+        Cmd::Exec { interactive, tty, box_id, env, workdir, user, command } => {
             let c = client(profile)?;
             let req = ExecRequest {
                 command,
                 env: env.into_iter().collect(),
                 working_dir: workdir,
                 user,
+                stdin: interactive,
+                tty: if tty { Some(term::size().unwrap_or(boxyard::TtySize { rows: 24, cols: 80 })) } else { None },
                 ..Default::default()
             };
             let x = c.exec(&box_id, &req).await?;
+            if interactive || tty {
+                return term::interactive(c.attach(&box_id, &x.id, 0), interactive, tty).await;
+            }
             eprintln!("boxyard: execution {}", x.id);
             stream(&c, &box_id, &x.id, 0).await
         }

@@ -34,6 +34,26 @@ async fn run_ls_logs_and_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).starts_with("err\n"));
     assert!(api.get("/v1/boxes").await.ok()["items"].as_array().unwrap().is_empty(), "--rm left the box");
 
+    // -i forwards stdin (here a pipe), then EOF.
+    let home = tempfile::tempdir().unwrap();
+    let mut child =
+        Command::new(std::path::Path::new(env!("CARGO_BIN_EXE_boxyard-controlplane")).with_file_name("boxyard"))
+            .args(["run", "--rm", "-i", "base", "--", "sh"])
+            .env("BOXYARD_URL", &url)
+            .env("BOXYARD_KEY", &api.key)
+            .env("XDG_CONFIG_HOME", home.path())
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"echo typed $((6*7)); exit 5\n").unwrap();
+    drop(child.stdin.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).to_string()),
+        (Some(5), "typed 42\n".to_string())
+    );
+
     // Without --rm the box stays; ls --json lists it; logs replays an execution after the fact.
     let out = boxyard(&url, &api.key, &["run", "base", "--", "sh", "-c", "seq 1 3"]);
     assert_eq!(out.status.code(), Some(0));

@@ -101,6 +101,34 @@ impl Attach {
         }
     }
 
+    /// Connects now (with the same retries as [`Attach::next`]), so that input can be sent before any output
+    /// arrives (an interactive command waiting for stdin).
+    pub async fn open(&mut self) -> Result<()> {
+        let mut last = String::new();
+        while self.ws.is_none() {
+            if self.failures > self.retry.max_retries {
+                self.done = true;
+                return Err(Error::AttachGaveUp { attempts: self.failures, cursor: self.cursor, last });
+            }
+            if self.failures > 0 {
+                let shift = (self.failures - 1).min(16);
+                tokio::time::sleep((self.retry.initial_backoff * (1u32 << shift)).min(self.retry.max_backoff)).await;
+            }
+            match self.connect().await {
+                Ok(ws) => self.ws = Some(ws),
+                Err((true, e)) => {
+                    self.failures += 1;
+                    last = e.to_string();
+                }
+                Err((false, e)) => {
+                    self.done = true;
+                    return Err(e);
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The next event: output in cursor order, gaps, then `Exit` and `None`. Cuts are resumed transparently.
     pub async fn next(&mut self) -> Option<Result<Event>> {
         if self.done {
