@@ -1,5 +1,6 @@
 //! `boxyard`: the command-line tool of Boxyard (boxes, executions, a local stack).
 
+mod admin;
 mod dev;
 mod profile;
 mod term;
@@ -61,8 +62,13 @@ enum Cmd {
     Ls,
     /// Show a box.
     Inspect { box_id: String },
-    /// Delete boxes.
-    Rm { box_ids: Vec<String> },
+    /// Delete boxes (running ones only with -f).
+    Rm {
+        /// Also delete running boxes.
+        #[arg(short = 'f', long)]
+        force: bool,
+        box_ids: Vec<String>,
+    },
     /// Replay an execution's output (everything it printed), to the end.
     Logs {
         box_id: String,
@@ -79,8 +85,8 @@ enum Cmd {
         snapshot: Option<String>,
         #[arg(long)]
         cpus: Option<i64>,
-        /// Memory in MiB.
-        #[arg(long)]
+        /// Memory: 512 (MiB), 512M, 2G, 2GiB.
+        #[arg(long, value_parser = parse_mib)]
         memory: Option<i64>,
         #[arg(short = 'e', long = "env", value_parser = parse_kv)]
         env: Vec<(String, String)>,
@@ -101,8 +107,9 @@ enum Cmd {
     /// Snapshots: build an image, push it, list, remove.
     #[command(subcommand)]
     Snapshot(SnapshotCmd),
-    /// Any administration endpoint, e.g. `boxyard admin POST /v1/admin/join-tokens '{"ttl_seconds": 3600}'`.
-    Admin { method: String, path: String, body: Option<String> },
+    /// Administration: orgs, keys, quotas, runners, join tokens (`boxyard admin --help`).
+    #[command(subcommand)]
+    Admin(admin::AdminCmd),
     /// Shell completions: `boxyard completions bash > /etc/bash_completion.d/boxyard`.
     Completions { shell: clap_complete::Shell },
     /// The local stack: PostgreSQL, S3, control plane and a runner on this machine.
@@ -169,14 +176,27 @@ struct RunArgs {
     user: Option<String>,
     #[arg(long)]
     cpus: Option<i64>,
-    /// Memory in MiB.
-    #[arg(long)]
+    /// Memory: 512 (MiB), 512M, 2G, 2GiB.
+    #[arg(long, value_parser = parse_mib)]
     memory: Option<i64>,
     /// The snapshot to boot.
     snapshot: String,
     /// The command (after --); empty: the snapshot's default.
     #[arg(last = true)]
     command: Vec<String>,
+}
+
+/// A memory size in MiB: a bare number is MiB; suffixes M/MiB, G/GiB.
+fn parse_mib(s: &str) -> Result<i64, String> {
+    let t = s.trim();
+    let (num, mul) = if let Some(n) = t.strip_suffix("GiB").or_else(|| t.strip_suffix("G")) {
+        (n, 1024)
+    } else if let Some(n) = t.strip_suffix("MiB").or_else(|| t.strip_suffix("M")) {
+        (n, 1)
+    } else {
+        (t, 1)
+    };
+    num.trim().parse::<i64>().map(|n| n * mul).map_err(|_| format!("{s:?} is not a size like 512, 512M or 2G"))
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -323,9 +343,15 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
             print_json(&client(profile)?.get_box(&box_id).await?);
             Ok(0)
         }
-        Cmd::Rm { box_ids } => {
+        Cmd::Rm { force, box_ids } => {
             let c = client(profile)?;
             for b in box_ids {
+                if !force {
+                    let info = c.get_box(&b).await?;
+                    if matches!(info.state.as_str(), "running" | "starting" | "pending") {
+                        anyhow::bail!("box {b} is {}: stop it first, or use rm -f", info.state);
+                    }
+                }
                 c.delete_box(&b).await?;
                 println!("{b}");
             }
@@ -389,13 +415,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
         Cmd::Attach { box_id, exec_id, from } => stream(&client(profile)?, &box_id, &exec_id, from).await,
         Cmd::Cp { src, dest } => cp(&client(profile)?, &src, &dest).await.map(|_| 0),
         Cmd::Snapshot(cmd) => snapshot(profile, cli.json, cmd).await,
-        Cmd::Admin { method, path, body } => {
-            let m = boxyard::Method::from_bytes(method.to_ascii_uppercase().as_bytes()).context("bad HTTP method")?;
-            let body = body.map(|b| serde_json::from_str(&b)).transpose().context("the body is not JSON")?;
-            let v = client(profile)?.admin(m, &path, body).await?;
-            print_json(&v);
-            Ok(0)
-        }
+        Cmd::Admin(cmd) => admin::run(&client(profile)?, cli.json, cmd).await.map(|_| 0),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "boxyard", &mut std::io::stdout());

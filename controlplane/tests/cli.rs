@@ -65,6 +65,17 @@ async fn run_ls_logs_and_errors() {
     let logs = boxyard(&url, &api.key, &["logs", &id, &eid]);
     assert_eq!(String::from_utf8_lossy(&logs.stdout), "1\n2\n3\n");
 
+    // Administration.
+    let out = boxyard(&url, ADMIN_KEY, &["admin", "org", "create", "gamma"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let orgs: serde_json::Value =
+        serde_json::from_slice(&boxyard(&url, ADMIN_KEY, &["--json", "admin", "org", "ls"]).stdout).unwrap();
+    assert!(orgs["items"].as_array().unwrap().iter().any(|o| o["name"] == "gamma"));
+    let runners = boxyard(&url, ADMIN_KEY, &["admin", "runner", "ls"]);
+    assert!(String::from_utf8_lossy(&runners.stdout).contains("r1"));
+    let denied = boxyard(&url, &api.key, &["admin", "org", "ls"]);
+    assert!(String::from_utf8_lossy(&denied.stderr).contains("forbidden"));
+
     let one_line = |o: &std::process::Output| {
         let e = String::from_utf8_lossy(&o.stderr).trim().to_string();
         assert!(!o.status.success());
