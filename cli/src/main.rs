@@ -210,32 +210,7 @@ fn client(profile: Option<&str>) -> anyhow::Result<Client> {
 
 /// Streams an execution's output to stdout/stderr; returns the process exit status to use.
 async fn stream(c: &Client, box_id: &str, exec_id: &str, from: u64) -> anyhow::Result<i32> {
-    let mut a = c.attach(box_id, exec_id, from);
-    let (mut out, mut err) = (std::io::stdout(), std::io::stderr());
-    while let Some(ev) = a.next().await {
-        match ev? {
-            Event::Output { stream: OutputStream::Stdout, data, .. } => {
-                out.write_all(&data)?;
-                out.flush()?;
-            }
-            Event::Output { stream: OutputStream::Stderr, data, .. } => {
-                err.write_all(&data)?;
-                err.flush()?;
-            }
-            Event::Gap { from, to } => eprintln!("boxyard: [{} bytes of output were dropped by retention]", to - from),
-            Event::Exit(x) => {
-                if let Some(e) = &x.error {
-                    eprintln!("boxyard: {e}");
-                }
-                return Ok(match (x.exit_code, x.signal.as_deref()) {
-                    (Some(c), _) => c,
-                    (None, Some(_)) => 128 + 9,
-                    _ => 125,
-                });
-            }
-        }
-    }
-    anyhow::bail!("the output ended without an exit status")
+    term::interactive(c.attach(box_id, exec_id, from), false, false).await
 }
 
 fn print_json(v: &impl serde::Serialize) {

@@ -1,5 +1,5 @@
-//! Interactive executions (`-i`, `-t`): the local terminal in raw mode while a remote pseudo-terminal runs, window
-//! size changes forwarded, local stdin forwarded.
+//! Streaming an execution to this terminal, and interactive executions (`-i`, `-t`): the local terminal in raw
+//! mode while a remote pseudo-terminal runs, window size changes forwarded, local stdin forwarded.
 
 use std::io::Write;
 
@@ -42,7 +42,8 @@ impl Drop for RawMode {
     }
 }
 
-/// Streams output, forwarding stdin (when `stdin`) and window size changes (when `tty`); returns the exit status.
+/// Streams output to stdout/stderr, forwarding stdin (when `stdin`) and window size changes (when `tty`); returns
+/// the exit status to use (the remote one; 137 when a signal killed it; 125 when unknown).
 pub async fn interactive(mut a: Attach, stdin: bool, tty: bool) -> anyhow::Result<i32> {
     use tokio::io::AsyncReadExt;
     let _raw = tty.then(RawMode::enter);

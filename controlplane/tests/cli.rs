@@ -131,6 +131,7 @@ async fn cp_round_trips_and_snapshots_build_and_push() {
     assert!(std::fs::read(back.join("payload.bin")).unwrap() == payload, "cp changed the bytes");
     assert!(boxyard(&url, &api.key, &["stop", &id]).status.success());
     assert!(String::from_utf8_lossy(&boxyard(&url, &api.key, &["start", &id]).stdout).contains("running"));
-    assert!(boxyard(&url, &api.key, &["rm", &id]).status.success());
+    assert!(!boxyard(&url, &api.key, &["rm", &id]).status.success(), "rm of a running box without -f");
+    assert!(boxyard(&url, &api.key, &["rm", "-f", &id]).status.success());
     assert!(boxyard(&url, &api.key, &["completions", "bash"]).stdout.len() > 1000);
 }

@@ -61,20 +61,26 @@ async fn a_box_is_a_real_vm_from_create_to_delete() {
     }
 }
 
+/// A stack with snapshots in the embedded S3 endpoint and one QEMU runner.
+async fn vm_stack(guest: &str, boot_timeout: &str) -> (S3, Stack, Runner) {
+    let s3 = S3::start().await;
+    let s = Stack::with_s3(&s3, &[], &[]).await;
+    let token = s.admin.join_token().await;
+    let mut args = s3.args();
+    args.extend(["--backend", "qemu", "--guest-dir", guest, "--boot-timeout", boot_timeout].map(String::from));
+    let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let r = Runner::start(&s.cp, "vm1", &token, 2, "2GiB", &argv);
+    s.admin.wait_runners(1).await;
+    (s3, s, r)
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_vm_boots_from_a_snapshot_pulled_from_s3() {
     let guest = std::env::var("BOXYARD_GUEST_DIR")
         .unwrap_or_else(|_| workspace().join("build/guest/current").display().to_string());
     let rootfs = std::env::var("BOXYARD_ROOTFS")
         .unwrap_or_else(|_| workspace().join("build/rootfs/busybox.ext4").display().to_string());
-    let s3 = S3::start().await;
-    let s = Stack::with_s3(&s3, &[], &[]).await;
-    let token = s.admin.join_token().await;
-    let mut args = s3.args();
-    args.extend(["--backend", "qemu", "--guest-dir", &guest, "--boot-timeout", "120"].map(String::from));
-    let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let _r = Runner::start(&s.cp, "vm1", &token, 2, "2GiB", &argv);
-    s.admin.wait_runners(1).await;
+    let (_s3, s, _r) = vm_stack(&guest, "120").await;
     let (_, api) = s.admin.org("alpha").await;
     // The busybox root image of the test suite, registered as a snapshot with defaults.
     api.snapshot(
@@ -156,14 +162,7 @@ async fn an_imported_oci_image_boots_and_its_env_and_cmd_apply() {
     let image = d.path().join("oci.ext4");
     boxyard_snapshot::image::build_from_dir(&tree, &image).unwrap();
 
-    let s3 = S3::start().await;
-    let s = Stack::with_s3(&s3, &[], &[]).await;
-    let token = s.admin.join_token().await;
-    let mut args = s3.args();
-    args.extend(["--backend", "qemu", "--guest-dir", &guest, "--boot-timeout", "120"].map(String::from));
-    let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let _r = Runner::start(&s.cp, "vm1", &token, 2, "2GiB", &argv);
-    s.admin.wait_runners(1).await;
+    let (_s3, s, _r) = vm_stack(&guest, "120").await;
     let (_, api) = s.admin.org("alpha").await;
     api.snapshot("oci", &image, serde_json::to_value(&meta).unwrap()).await;
     let b = api.create_box(json!({"snapshot": "oci"})).await;
@@ -199,14 +198,7 @@ async fn a_debian_snapshot_boots() {
     };
     let guest = std::env::var("BOXYARD_GUEST_DIR")
         .unwrap_or_else(|_| workspace().join("build/guest/current").display().to_string());
-    let s3 = S3::start().await;
-    let s = Stack::with_s3(&s3, &[], &[]).await;
-    let token = s.admin.join_token().await;
-    let mut args = s3.args();
-    args.extend(["--backend", "qemu", "--guest-dir", &guest, "--boot-timeout", "180"].map(String::from));
-    let argv: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-    let _r = Runner::start(&s.cp, "vm1", &token, 2, "2GiB", &argv);
-    s.admin.wait_runners(1).await;
+    let (_s3, s, _r) = vm_stack(&guest, "180").await;
     let (_, api) = s.admin.org("alpha").await;
     api.snapshot("debian", &image, json!({})).await;
     let b = api.create_box(json!({"snapshot": "debian", "memory_mib": 512})).await;
