@@ -117,6 +117,12 @@ async fn filtering_and_scoring() {
     assert!(!c.iter().any(|c| c.id == big));
     let b = pending_box(&pool, org, 1).await;
     assert!(!scheduler::reserve(&pool, cfg, b, big, &demand(1), false).await.unwrap());
+    // Boxes that boot from a snapshot go only to runners with a snapshot store.
+    let snap = Demand { snapshot: Some(format!("sha256:{}", "a".repeat(64))), ..demand(1) };
+    assert!(matches!(scheduler::candidates(&pool, cfg, &snap, &[]).await, Err(ScheduleError::NoRunnerMatches(_))));
+    sqlx::query("UPDATE runners SET snapshots_enabled = true WHERE id = $1").bind(small).execute(&pool).await.unwrap();
+    let c = scheduler::candidates(&pool, cfg, &snap, &[]).await.unwrap();
+    assert_eq!(c.iter().map(|c| c.id).collect::<Vec<_>>(), vec![small]);
     // Excluded (already tried) runners are skipped.
     let c = scheduler::candidates(&pool, cfg, &demand(1), &[gpu]).await.unwrap();
     assert_eq!(c.iter().map(|c| c.id).collect::<Vec<_>>(), vec![small]);

@@ -122,15 +122,15 @@ impl Registry for RegistryService {
         let id: Uuid = sqlx::query_scalar(
             "INSERT INTO runners (id, name, address, tls_server_name, tls_ca_pem, api_token, credential_hash,
                     labels, capacity_vcpus, capacity_memory_mib, capacity_disk_mib, version, backend, state,
-                    join_token_id)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'ready', $14)
+                    join_token_id, snapshots_enabled)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, 'ready', $14, $15)
              ON CONFLICT (name) DO UPDATE SET address = excluded.address, tls_server_name = excluded.tls_server_name,
                     tls_ca_pem = excluded.tls_ca_pem, api_token = excluded.api_token,
                     credential_hash = excluded.credential_hash, labels = excluded.labels,
                     capacity_vcpus = excluded.capacity_vcpus, capacity_memory_mib = excluded.capacity_memory_mib,
                     capacity_disk_mib = excluded.capacity_disk_mib, version = excluded.version,
                     backend = excluded.backend, state = 'ready', last_heartbeat_at = now(),
-                    join_token_id = excluded.join_token_id
+                    join_token_id = excluded.join_token_id, snapshots_enabled = excluded.snapshots_enabled
              RETURNING id",
         )
         .bind(existing.map(|(id, _, _)| id).unwrap_or_else(Uuid::now_v7))
@@ -147,6 +147,7 @@ impl Registry for RegistryService {
         .bind(&r.version)
         .bind(&r.backend)
         .bind(token_id)
+        .bind(r.snapshots_enabled)
         .fetch_one(&mut *tx)
         .await
         .map_err(db_err)?;
@@ -198,7 +199,7 @@ impl Registry for RegistryService {
             "UPDATE runners SET address = $2, tls_server_name = $3, tls_ca_pem = $4, api_token = $5, labels = $6,
                     capacity_vcpus = $7, capacity_memory_mib = $8, capacity_disk_mib = $9, version = $10,
                     backend = $11, reported_boxes = $12, reported_running = $13, cached_snapshots = $14,
-                    state = 'ready', last_heartbeat_at = now() WHERE id = $1",
+                    snapshots_enabled = $15, state = 'ready', last_heartbeat_at = now() WHERE id = $1",
         )
         .bind(id)
         .bind(&ep.address)
@@ -214,6 +215,7 @@ impl Registry for RegistryService {
         .bind(inv.boxes.len() as i32)
         .bind(running as i32)
         .bind(&r.cached_snapshots)
+        .bind(r.snapshots_enabled)
         .execute(&st.db)
         .await
         .map_err(db_err)?;

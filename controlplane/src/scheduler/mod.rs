@@ -1,7 +1,7 @@
 //! The scheduler: picks a runner for a box and reserves capacity on it.
 //!
 //! 1. **Filter**: runners that are `ready`, neither draining nor cordoned, whose labels include the box's runner
-//!    selector, and whose free capacity (capacity × overcommit − reservations) fits the box.
+//!    selector, that have a snapshot store when the box boots from a snapshot, and whose free capacity (capacity × overcommit − reservations) fits the box.
 //! 2. **Score**: more free memory and CPU is better, boxes already starting there count against it (spreads bursts),
 //!    and a runner that has the box's snapshot cached gets a bonus (the locality hook used by the snapshot store).
 //! 3. **Reserve**: in one transaction that locks the runner's row, re-check the fit against the reservations
@@ -64,7 +64,9 @@ impl Candidate {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
-    #[error("no ready runner that takes new boxes (not cordoned or draining) has the labels {0}")]
+    #[error(
+        "no ready runner that takes new boxes (not cordoned or draining, with a snapshot store for snapshot boxes) has the labels {0}"
+    )]
     NoRunnerMatches(serde_json::Value),
     #[error("no runner has {vcpus} vCPUs and {memory_mib} MiB free right now")]
     NoCapacity { vcpus: i32, memory_mib: i64 },
@@ -89,7 +91,8 @@ pub async fn candidates(
                 SELECT sum(b.vcpus) AS vcpus, sum(b.memory_mib) AS mem,
                        count(*) FILTER (WHERE b.state IN ('pending', 'starting')) AS starting
                   FROM boxes b WHERE b.runner_id = r.id AND b.reserved) a ON true
-          WHERE r.state = 'ready' AND NOT r.draining AND NOT r.cordoned AND r.labels @> $1",
+          WHERE r.state = 'ready' AND NOT r.draining AND NOT r.cordoned AND r.labels @> $1
+            AND ($2::text IS NULL OR r.snapshots_enabled)",
     )
     .bind(&d.selector)
     .bind(&d.snapshot)

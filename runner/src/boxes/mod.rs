@@ -499,6 +499,11 @@ impl BoxManager {
         self.boxes.read().unwrap().values().filter_map(|e| e.spec().snapshot.map(|s| s.digest)).collect()
     }
 
+    /// Whether this runner can boot boxes from snapshots (it has a snapshot store).
+    pub fn snapshots_enabled(&self) -> bool {
+        self.config.snapshots.is_some()
+    }
+
     /// Snapshot images downloaded since start.
     pub fn snapshot_downloads(&self) -> u64 {
         self.config.snapshots.as_ref().map_or(0, |s| s.downloads.load(std::sync::atomic::Ordering::Relaxed))

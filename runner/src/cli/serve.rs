@@ -155,6 +155,7 @@ impl FleetOptions {
         cert_pem: &str,
         api_token: String,
         backend: &str,
+        snapshots_enabled: bool,
     ) -> anyhow::Result<Option<registration::Membership>> {
         let Some(cp) = &self.controlplane else { return Ok(None) };
         let advertise = match &self.advertise {
@@ -195,6 +196,7 @@ impl FleetOptions {
                 disk_mib: self.capacity_disk >> 20,
             },
             backend: backend.to_string(),
+            snapshots_enabled,
         }))
     }
 }
@@ -270,8 +272,13 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         Some(_) => Some(registration::api_token(&args.state_dir)?),
         None => None,
     };
-    let membership =
-        args.fleet.membership(addr, &tls.cert_pem, api_token.clone().unwrap_or_default(), &backend_name)?;
+    let membership = args.fleet.membership(
+        addr,
+        &tls.cert_pem,
+        api_token.clone().unwrap_or_default(),
+        &backend_name,
+        mgr.snapshots_enabled(),
+    )?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let counters = Arc::new(boxyard_runner::metrics::Counters::default());
     if let Some(m) = &args.metrics_listen {

@@ -52,6 +52,8 @@ pub struct Membership {
     pub labels: BTreeMap<String, String>,
     pub capacity: pb::Capacity,
     pub backend: String,
+    /// The runner has a snapshot store.
+    pub snapshots_enabled: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -119,6 +121,7 @@ async fn register(
             capacity: Some(m.capacity),
             version: env!("CARGO_PKG_VERSION").into(),
             backend: m.backend.clone(),
+            snapshots_enabled: m.snapshots_enabled,
         })
         .await
         .map_err(|s| {
@@ -181,6 +184,7 @@ pub async fn run(
                 backend: m.backend.clone(),
                 inventory: Some(mgr.inventory()),
                 cached_snapshots: mgr.cached_snapshots(),
+                snapshots_enabled: mgr.snapshots_enabled(),
             });
             let auth = format!("Bearer {}", r.credential).parse().expect("the credential is ASCII");
             req.metadata_mut().insert("authorization", auth);
