@@ -275,6 +275,8 @@ impl BoxManager {
     }
 
     async fn recover(self: &Arc<Self>, entry: Arc<BoxEntry>, desired: bool) {
+        let started = std::time::Instant::now();
+        tracing::info!(box_id = %entry.id, "recovering");
         let mut vm_slot = entry.vm.lock().await;
         // Adopt even boxes that should not run: a StopBox interrupted by a crash may have left the VM running.
         match self.backend.adopt(self.vm_spec(&entry)).await {
@@ -289,16 +291,24 @@ impl BoxManager {
                 let socket = vm.spec().agent_socket();
                 match agent::connect(&socket, READOPT_TIMEOUT).await {
                     Ok(mut a) => {
-                        // Let the guest forget executions whose results were stored before the restart.
-                        if let Ok(list) = a.list_execs(ag::ListExecsRequest {}).await {
-                            for info in list.into_inner().execs {
-                                let done = self.executions.read().unwrap().get(&info.exec_id).map(|e| e.is_finished());
-                                if done == Some(true) {
-                                    let _ = a.release(ag::ReleaseRequest { exec_id: info.exec_id }).await;
+                        // Let the guest forget executions whose results were stored before the restart. Only a
+                        // clean-up: bounded, so a slow guest cannot hold the runner's start-up (and with it every
+                        // other box) hostage.
+                        let cleanup = async {
+                            if let Ok(list) = a.list_execs(ag::ListExecsRequest {}).await {
+                                for info in list.into_inner().execs {
+                                    let done =
+                                        self.executions.read().unwrap().get(&info.exec_id).map(|e| e.is_finished());
+                                    if done == Some(true) {
+                                        let _ = a.release(ag::ReleaseRequest { exec_id: info.exec_id }).await;
+                                    }
                                 }
                             }
+                        };
+                        if tokio::time::timeout(READOPT_TIMEOUT, cleanup).await.is_err() {
+                            tracing::warn!(box_id = %entry.id, "the guest did not list its executions in time; skipped");
                         }
-                        tracing::info!(box_id = %entry.id, "re-adopted a running box");
+                        tracing::info!(box_id = %entry.id, elapsed_ms = started.elapsed().as_millis() as u64, "re-adopted a running box");
                         *vm_slot = Some(vm);
                         self.mark_running(&entry, a);
                     }
