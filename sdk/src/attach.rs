@@ -61,6 +61,8 @@ pub struct Attach {
     retry: Retry,
     ws: Option<Ws>,
     failures: u32,
+    /// Why the last connection failed or ended (for AttachGaveUp).
+    last: String,
     done: bool,
     /// Reconnections made so far (for observability and tests).
     pub reconnects: u32,
@@ -68,7 +70,7 @@ pub struct Attach {
 
 impl Attach {
     pub(crate) fn new(url: String, key: String, from: u64, retry: Retry) -> Self {
-        Attach { url, key, cursor: from, retry, ws: None, failures: 0, done: false, reconnects: 0 }
+        Attach { url, key, cursor: from, retry, ws: None, failures: 0, last: String::new(), done: false, reconnects: 0 }
     }
 
     /// The cursor after the last byte handed out (where a new attach would resume).
@@ -102,23 +104,24 @@ impl Attach {
     }
 
     /// Connects now (with the same retries as [`Attach::next`]), so that input can be sent before any output
-    /// arrives (an interactive command waiting for stdin).
+    /// arrives (an interactive command waiting for stdin). `next` reconnects through this after a cut.
     pub async fn open(&mut self) -> Result<()> {
-        let mut last = String::new();
         while self.ws.is_none() {
             if self.failures > self.retry.max_retries {
                 self.done = true;
+                let last = std::mem::take(&mut self.last);
                 return Err(Error::AttachGaveUp { attempts: self.failures, cursor: self.cursor, last });
             }
             if self.failures > 0 {
                 let shift = (self.failures - 1).min(16);
                 tokio::time::sleep((self.retry.initial_backoff * (1u32 << shift)).min(self.retry.max_backoff)).await;
+                self.reconnects += 1;
             }
             match self.connect().await {
                 Ok(ws) => self.ws = Some(ws),
                 Err((true, e)) => {
                     self.failures += 1;
-                    last = e.to_string();
+                    self.last = e.to_string();
                 }
                 Err((false, e)) => {
                     self.done = true;
@@ -134,31 +137,11 @@ impl Attach {
         if self.done {
             return None;
         }
-        let mut last = String::new();
         loop {
-            if self.ws.is_none() {
-                if self.failures > 0 {
-                    if self.failures > self.retry.max_retries {
-                        self.done = true;
-                        return Some(Err(Error::AttachGaveUp { attempts: self.failures, cursor: self.cursor, last }));
-                    }
-                    let shift = (self.failures - 1).min(16);
-                    let backoff = (self.retry.initial_backoff * (1u32 << shift)).min(self.retry.max_backoff);
-                    tokio::time::sleep(backoff).await;
-                    self.reconnects += 1;
-                }
-                match self.connect().await {
-                    Ok(ws) => self.ws = Some(ws),
-                    Err((true, e)) => {
-                        self.failures += 1;
-                        last = e.to_string();
-                        continue;
-                    }
-                    Err((false, e)) => {
-                        self.done = true;
-                        return Some(Err(e));
-                    }
-                }
+            if self.ws.is_none()
+                && let Err(e) = self.open().await
+            {
+                return Some(Err(e));
             }
             let ws = self.ws.as_mut().expect("connected");
             match ws.next().await {
@@ -229,7 +212,7 @@ impl Attach {
                                 // The runner went away: resume from the cursor.
                                 self.ws = None;
                                 self.failures += 1;
-                                last = format!("{code}: {message}");
+                                self.last = format!("{code}: {message}");
                                 continue;
                             }
                             if code == "invalid_message" {
@@ -245,7 +228,7 @@ impl Attach {
                     // Cut: resume from the cursor.
                     self.ws = None;
                     self.failures += 1;
-                    last = "the connection closed before the exit message".into();
+                    self.last = "the connection closed before the exit message".into();
                 }
                 Some(Ok(_)) => continue,
             }
