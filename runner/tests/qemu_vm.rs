@@ -175,11 +175,13 @@ async fn host_disconnect_mid_stream_loses_nothing() {
     let mut cursor = 0u64;
     let mut cuts = 0;
     let mut client = vm.agent().clone();
+    // Every wait is bounded: a stalled channel fails with the guest's console log instead of hanging the suite.
+    let step = Duration::from_secs(60);
     let result = loop {
-        let mut f = OutputFollower::start(&mut client, &id, cursor).await.unwrap();
+        let mut f = vm.within(step, "open Output", OutputFollower::start(&mut client, &id, cursor)).await.unwrap();
         let mut here = 0;
         let end = loop {
-            match f.next().await {
+            match vm.within(step, &format!("output after cursor {} (cut {cuts})", f.cursor), f.next()).await {
                 Ok(Some(OutputEvent::Data { data, .. })) => {
                     here += data.len();
                     got.extend(data);
@@ -205,7 +207,9 @@ async fn host_disconnect_mid_stream_loses_nothing() {
         );
         drop(std::mem::replace(&mut launched.agent, placeholder));
         cuts += 1;
-        launched.agent = agent::connect(&socket, Duration::from_secs(30)).await.unwrap();
+        let agent = agent::connect(&socket, Duration::from_secs(30)).await;
+        let launched = vm.l.as_mut().unwrap();
+        launched.agent = agent.unwrap_or_else(|e| panic!("reconnect {cuts}: {e}"));
         client = launched.agent.clone();
     };
     assert_eq!(cuts, 4);

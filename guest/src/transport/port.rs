@@ -5,11 +5,14 @@
 //! at a time: when it ends (EOF, error), the port returns to the handshake and waits for the next HELLO. While the
 //! host is away, reads return EOF immediately, so the handshake loop sleeps briefly between attempts.
 //!
-//! Every session registers its own duplicate of the port's descriptor with the reactor: tokio treats a hang-up as
-//! final for a registration (the "closed" readiness is never cleared), so a registration that saw the host leave
-//! would report the port ready forever and spin.
+//! Every session registers its own duplicate of the port's descriptor with the reactor, and a session ends as soon as
+//! its registration has seen the host hang up, even if the host is back by the time the session looks again. Two
+//! reasons: the host connection the session was talking to is gone (a new one must say HELLO first), and tokio
+//! treats a hang-up as final for a registration (the "closed" readiness is never cleared), so a session that kept
+//! going after one would find the port "ready" forever, get EAGAIN, and spin inside one poll without ever yielding.
+//! Bytes still queued on the port are left for the next handshake, which discards anything before a HELLO.
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};
@@ -53,28 +56,33 @@ impl tonic::transport::server::Connected for PortSession {
     fn connect_info(&self) {}
 }
 
-fn host_hung_up(fd: &OwnedFd) -> bool {
-    let mut p = libc::pollfd { fd: fd.as_raw_fd(), events: 0, revents: 0 };
-    // SAFETY: one valid pollfd, zero timeout.
-    unsafe { libc::poll(&mut p, 1, 0) > 0 && p.revents & libc::POLLHUP != 0 }
+impl PortSession {
+    /// Marks the session over because the host went away; `how` says where it was noticed.
+    fn host_left(&mut self, how: &str) {
+        if self.established && !self.hung_up {
+            crate::debug!("agent port: host went away ({how})");
+        }
+        self.hung_up = true;
+    }
 }
 
 impl AsyncRead for PortSession {
     fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
-        if self.hung_up {
-            return Poll::Ready(Ok(()));
-        }
         loop {
+            if self.hung_up {
+                return Poll::Ready(Ok(()));
+            }
             let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            if guard.ready().is_read_closed() {
+                drop(guard);
+                self.host_left("hang-up seen while reading");
+                continue;
+            }
             let unfilled = buf.initialize_unfilled();
             match guard.try_io(|fd| nix::unistd::read(fd.get_ref(), unfilled).map_err(std::io::Error::from)) {
                 Ok(Ok(0)) => {
-                    if self.established {
-                        crate::debug!("agent port: host went away (EOF)");
-                    }
                     drop(guard);
-                    self.hung_up = true;
-                    return Poll::Ready(Ok(()));
+                    self.host_left("EOF");
                 }
                 Ok(Ok(n)) => {
                     buf.advance(n);
@@ -94,16 +102,15 @@ impl AsyncWrite for PortSession {
                 return Poll::Ready(Err(std::io::ErrorKind::BrokenPipe.into()));
             }
             let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            if guard.ready().is_write_closed() {
+                drop(guard);
+                self.host_left("hang-up seen while writing");
+                continue;
+            }
             match guard.try_io(|fd| nix::unistd::write(fd.get_ref(), data).map_err(std::io::Error::from)) {
                 Ok(r) => return Poll::Ready(r),
-                Err(_would_block) => {
-                    // A write blocks for good while the host is away; notice that instead of waiting forever.
-                    if host_hung_up(self.fd.get_ref()) {
-                        crate::debug!("agent port: host went away (write side)");
-                        drop(guard);
-                        self.hung_up = true;
-                    }
-                }
+                // The readiness was cleared; the next poll waits for the port to drain (or for the host to leave).
+                Err(_would_block) => continue,
             }
         }
     }

@@ -48,6 +48,20 @@ impl TestVm {
         &mut self.l.as_mut().unwrap().agent
     }
 
+    /// The guest's console (kernel messages and, with `boxyard.debug`, the agent's debug lines).
+    pub fn console(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("console.log"))
+            .unwrap_or_else(|e| format!("(no console log: {e})"))
+    }
+
+    /// Awaits `fut` for at most `limit`; past it the test fails naming `what`, with the guest's console.
+    pub async fn within<T>(&self, limit: Duration, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+        match tokio::time::timeout(limit, fut).await {
+            Ok(v) => v,
+            Err(_) => panic!("{what}: nothing within {limit:?}; guest console:\n{}", self.console()),
+        }
+    }
+
     /// Powers off through the agent and waits for the VM to end.
     pub async fn shutdown(mut self) {
         let mut l = self.l.take().unwrap();
