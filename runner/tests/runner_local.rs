@@ -356,11 +356,11 @@ async fn box_lifecycle_stop_start_destroy() {
     }
     let stopped = c.stop_box(pb::StopBoxRequest { box_id: "b1".into(), timeout_ms: 2000 }).await.unwrap().into_inner();
     assert_eq!(stopped.state, pb::BoxState::Stopped as i32);
-    // The running execution ends with an error result; its output is kept.
+    // The running execution was ended by SIGTERM before the box went away; its output is kept.
     out.drain(&mut a).await.unwrap();
     assert_eq!(out.stdout, b"started\n");
     let res = out.result.unwrap();
-    assert!(res.error.contains("stopped"), "{res:?}");
+    assert_eq!(res.outcome, Some(Outcome::Signal("SIGTERM".into())), "{res:?}");
     let err = c.exec(exec_req("b1", &["true"])).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::FailedPrecondition);
     assert!(err.message().contains("StartBox"), "{err:?}");
@@ -376,6 +376,43 @@ async fn box_lifecycle_stop_start_destroy() {
     assert!(pids_mentioning(&r.state.join("boxes/b1").display().to_string()).is_empty(), "the box's agent still runs");
     let err = c.get_execution(pb::ExecutionRef { execution_id: e2.execution_id }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+/// Stopping a box ends its executions first (SIGTERM, then SIGKILL for those that ignore it) and stores what they
+/// print on the way out: nothing is cut off, and each gets the result that ended it.
+#[tokio::test]
+async fn stopping_a_box_lets_its_executions_finish_their_output() {
+    let r = RunnerProc::local(&[]);
+    let mut c = r.client().await;
+    create_box(&mut c, "b1").await;
+    let polite = c
+        .exec(sh("b1", "trap 'echo cleaning up; seq 1 20000; exit 3' TERM; echo started; while :; do sleep 0.1; done"))
+        .await
+        .unwrap()
+        .into_inner();
+    let stubborn =
+        c.exec(sh("b1", "trap '' TERM; echo started; while :; do sleep 0.1; done")).await.unwrap().into_inner();
+    for e in [&polite, &stubborn] {
+        let mut a = attach(&mut c, &e.execution_id, 0).await.unwrap();
+        let mut out = Reassembled::default();
+        while out.stdout.is_empty() {
+            out.apply(a.events.message().await.unwrap().unwrap());
+        }
+    }
+    let t = Instant::now();
+    let stopped = c.stop_box(pb::StopBoxRequest { box_id: "b1".into(), timeout_ms: 4000 }).await.unwrap().into_inner();
+    assert_eq!(stopped.state, pb::BoxState::Stopped as i32);
+    println!("stopped in {:?}", t.elapsed());
+
+    let out = collect(&mut c, &polite.execution_id, 0).await;
+    let mut expected = b"started\ncleaning up\n".to_vec();
+    expected.extend(seq(20000));
+    assert!(out.stdout == expected, "the trap's output was cut: {} bytes of {}", out.stdout.len(), expected.len());
+    assert_eq!(out.exit_code(), Some(3), "{:?}", out.result);
+
+    let out = collect(&mut c, &stubborn.execution_id, 0).await;
+    assert_eq!(out.stdout, b"started\n");
+    assert_eq!(out.result.unwrap().outcome, Some(Outcome::Signal("SIGKILL".into())));
 }
 
 #[tokio::test]

@@ -40,6 +40,10 @@ const READOPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long the guest agent gets to sync its disks when a box stops, before the VM is powered off.
 const SHUTDOWN_RPC_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping box's executions get after SIGTERM (at most; half the stop timeout when that is shorter).
+const EXEC_TERM_GRACE: Duration = Duration::from_secs(5);
+/// How long they get after SIGKILL for their last output to be stored.
+const EXEC_KILL_WAIT: Duration = Duration::from_secs(2);
 
 struct Status {
     state: pb::BoxState,
@@ -569,6 +573,7 @@ impl BoxManager {
             entry.set_state(pb::BoxState::Stopping, "");
             let agent = entry.session.borrow().clone();
             if let Some(mut a) = agent {
+                self.end_executions(&entry.id, &mut a, timeout).await;
                 // The agent syncs the box's disks and powers off; the VM stop below then only waits.
                 let _ = tokio::time::timeout(SHUTDOWN_RPC_TIMEOUT, a.shutdown(ag::ShutdownRequest {})).await;
             }
@@ -581,6 +586,51 @@ impl BoxManager {
         }
         entry.set_state(pb::BoxState::Stopped, "");
         Ok(entry.info(&self.backend_name()))
+    }
+
+    /// Ends the box's running executions before its VM goes away, so that each keeps all its output and gets a
+    /// real result (the signal that ended it) instead of being cut off: SIGTERM to each process group, up to half
+    /// the stop timeout (at most [`EXEC_TERM_GRACE`]) for them to exit and their pumps to store the rest, then
+    /// SIGKILL and up to [`EXEC_KILL_WAIT`] more. Whatever is still unfinished after that ends as lost when the
+    /// session goes away, with the output stored so far.
+    async fn end_executions(&self, box_id: &str, agent: &mut Agent, timeout: Duration) {
+        let running: Vec<Arc<Execution>> = self
+            .executions
+            .read()
+            .unwrap()
+            .values()
+            .filter(|e| e.meta.box_id == box_id && !e.is_finished())
+            .cloned()
+            .collect();
+        if running.is_empty() {
+            return;
+        }
+        let grace = (timeout / 2).min(EXEC_TERM_GRACE);
+        for (signal, wait) in [("TERM", grace), ("KILL", EXEC_KILL_WAIT)] {
+            let left: Vec<&Arc<Execution>> = running.iter().filter(|e| !e.is_finished()).collect();
+            if left.is_empty() {
+                return;
+            }
+            tracing::info!(box_id, signal, executions = left.len(), "stopping the box: ending its executions");
+            for e in &left {
+                let req = ag::SignalRequest { exec_id: e.id().into(), signal: signal.into() };
+                match tokio::time::timeout(EXEC_KILL_WAIT, agent.signal(req)).await {
+                    Ok(Ok(_)) => {}
+                    // It exited meanwhile.
+                    Ok(Err(s)) if s.code() == tonic::Code::FailedPrecondition => {}
+                    // The wait below runs out and the stop goes on.
+                    Ok(Err(s)) => tracing::warn!(box_id, execution = e.id(), "cannot signal: {}", s.message()),
+                    Err(_) => tracing::warn!(box_id, execution = e.id(), "the agent did not answer the signal"),
+                }
+            }
+            let all_finished = futures::future::join_all(left.iter().map(|e| {
+                let mut r = e.subscribe_result();
+                async move {
+                    let _ = r.wait_for(|r| r.is_some()).await;
+                }
+            }));
+            let _ = tokio::time::timeout(wait, all_finished).await;
+        }
     }
 
     /// Kills the box's VM and deletes all it owns. Returns whether it existed.
