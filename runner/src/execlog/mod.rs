@@ -28,7 +28,7 @@ use tokio::sync::watch;
 /// Limits of one execution's log.
 #[derive(Clone, Copy, Debug)]
 pub struct LogConfig {
-    /// A new segment starts once the active one holds this many bytes of records.
+    /// Largest segment file (records with their headers); a new segment starts when the next record would not fit.
     pub segment_bytes: u64,
     /// Output bytes retained; older segments are deleted (default 64 MiB).
     pub retention_bytes: u64,
@@ -178,10 +178,13 @@ impl ExecLog {
         let mut rest = &data[skip..];
         let mut cursor = end;
         while !rest.is_empty() {
-            if st.active.is_none() || st.active_bytes >= self.config.segment_bytes {
+            if st.active.is_none() || !self.has_room(st.active_bytes) {
                 self.roll(&mut st, cursor)?;
             }
-            let n = rest.len().min(record::MAX_DATA);
+            // Records are split at the segment's limit, so no segment outgrows it (at least one byte per record,
+            // for a limit smaller than a record header).
+            let room = self.config.segment_bytes.saturating_sub(st.active_bytes + HEADER as u64).max(1);
+            let n = rest.len().min(record::MAX_DATA).min(usize::try_from(room).unwrap_or(usize::MAX));
             let mut buf = Vec::with_capacity(HEADER + n);
             record::encode(stream, cursor, &rest[..n], &mut buf);
             let path = st.segments.last().expect("roll made a segment").path.clone();
@@ -210,7 +213,7 @@ impl ExecLog {
             && let Some(last) = st.segments.last()
         {
             let len = std::fs::metadata(&last.path).map_err(io_err(&last.path))?.len();
-            if len < self.config.segment_bytes {
+            if self.has_room(len) {
                 let f = OpenOptions::new().append(true).open(&last.path).map_err(io_err(&last.path))?;
                 st.active = Some(f);
                 st.active_bytes = len;
@@ -229,6 +232,11 @@ impl ExecLog {
         st.active = Some(f);
         st.active_bytes = 0;
         Ok(())
+    }
+
+    /// Whether a segment holding `bytes` of records can take a record with at least one byte of data.
+    fn has_room(&self, bytes: u64) -> bool {
+        bytes + HEADER as u64 + 1 <= self.config.segment_bytes
     }
 
     fn enforce_retention(&self, st: &mut State) {

@@ -97,6 +97,43 @@ fn retention_drops_oldest_segments_and_readers_see_a_gap() {
     assert_eq!(data, payload[pos.start as usize + 5..]);
 }
 
+/// Large appends (a guest batch is up to 1 MiB) are split at segment boundaries, so no segment outgrows
+/// `segment_bytes` and the retention bound "cap plus one segment" holds whatever the append sizes.
+#[test]
+fn large_appends_keep_segments_and_retention_within_their_bounds() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { segment_bytes: 1000, retention_bytes: 3000 };
+    let log = ExecLog::open(dir.path(), config).unwrap();
+    let payload: Vec<u8> = (0..50_000u32).map(|i| (i % 253) as u8).collect();
+    let mut at = 0;
+    for size in [1, 2500, 999, 7000, 30, 12_000, 1000, 26_470] {
+        log.append(2, at as u64, &payload[at..at + size]).unwrap();
+        at += size;
+        let pos = log.position();
+        assert!(pos.end - pos.start <= 3000 + 1000, "retained {pos:?} after an append of {size}");
+        for e in std::fs::read_dir(dir.path()).unwrap() {
+            let len = e.unwrap().metadata().unwrap().len();
+            assert!(
+                len <= config.segment_bytes,
+                "a segment of {len} bytes (records included) > {}",
+                config.segment_bytes
+            );
+        }
+    }
+    assert_eq!(at, payload.len());
+    let pos = log.position();
+    let (data, gaps) = read_all(&log, 0);
+    assert_eq!(gaps, vec![(0, pos.start)]);
+    assert_eq!(data, payload[pos.start as usize..]);
+    // Reopened, the log appends to its newest segment within the same bound.
+    drop(log);
+    let log = ExecLog::open(dir.path(), config).unwrap();
+    log.append(2, payload.len() as u64, &[7u8; 5000]).unwrap();
+    for e in std::fs::read_dir(dir.path()).unwrap() {
+        assert!(e.unwrap().metadata().unwrap().len() <= config.segment_bytes);
+    }
+}
+
 #[test]
 fn a_reader_tails_a_growing_log() {
     let dir = tempfile::tempdir().unwrap();
