@@ -1,5 +1,6 @@
-//! The Rust SDK against a real stack: `run`, and an attach through a TCP proxy that cuts the connection every few
-//! hundred kilobytes while a command streams 20 MB: the caller gets exactly the bytes and the exit code.
+//! The Rust SDK against a real stack: `run`, and attaches through a TCP proxy that cuts the connection every few
+//! hundred kilobytes: a command streaming 20 MB gives the caller exactly the bytes and the exit code, and 3 MB of
+//! input reach the process exactly once.
 
 mod harness;
 
@@ -13,7 +14,32 @@ use harness::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-/// Forwards connections to `upstream`, cutting each one after 100-500 KB from the server.
+/// Copies `r` to `w` until `limit` bytes have passed (then counts a cut), EOF or an error.
+async fn pipe_until(
+    mut r: tokio::net::tcp::OwnedReadHalf,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+    limit: u64,
+    cuts: Arc<AtomicU32>,
+) {
+    let mut sent = 0u64;
+    let mut buf = vec![0u8; 16 * 1024];
+    while let Ok(k) = r.read(&mut buf).await {
+        if k == 0 {
+            return;
+        }
+        let k = k.min((limit - sent) as usize);
+        if w.write_all(&buf[..k]).await.is_err() {
+            return;
+        }
+        sent += k as u64;
+        if sent >= limit {
+            cuts.fetch_add(1, Ordering::SeqCst);
+            return;
+        }
+    }
+}
+
+/// Forwards connections to `upstream`, cutting each one after 100-500 KB in either direction.
 async fn cutting_proxy(upstream: String) -> (String, Arc<AtomicU32>) {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = l.local_addr().unwrap().to_string();
@@ -28,29 +54,13 @@ async fn cutting_proxy(upstream: String) -> (String, Arc<AtomicU32>) {
             let (up, cuts) = (upstream.clone(), c.clone());
             tokio::spawn(async move {
                 let Ok(server) = TcpStream::connect(&up).await else { return };
-                let (mut cr, mut cw) = client.into_split();
-                let (mut sr, mut sw) = server.into_split();
-                let to_server = tokio::spawn(async move {
-                    let _ = tokio::io::copy(&mut cr, &mut sw).await;
-                });
-                let mut sent = 0u64;
-                let mut buf = vec![0u8; 16 * 1024];
-                while let Ok(k) = sr.read(&mut buf).await {
-                    if k == 0 {
-                        break;
-                    }
-                    let k = k.min((limit - sent) as usize);
-                    if cw.write_all(&buf[..k]).await.is_err() {
-                        break;
-                    }
-                    sent += k as u64;
-                    if sent >= limit {
-                        cuts.fetch_add(1, Ordering::SeqCst);
-                        break;
-                    }
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                // Whichever direction ends first (a cut, EOF) drops both connections abruptly.
+                tokio::select! {
+                    _ = pipe_until(cr, sw, limit, cuts.clone()) => {}
+                    _ = pipe_until(sr, cw, limit, cuts) => {}
                 }
-                to_server.abort();
-                // Dropping both halves closes the connections abruptly.
             });
         }
     });
@@ -107,6 +117,58 @@ async fn an_attach_through_a_cutting_proxy_yields_exactly_the_bytes_and_the_exit
     );
     let e = direct.get_box("00000000-0000-0000-0000-000000000000").await.unwrap_err();
     assert_eq!(e.code(), Some("not_found"));
+}
+
+/// Input resumes too: 3 MB sent through cuts (interleaved with reading, as `boxyard run -i` does, so reads are
+/// cancelled half way too) reach `cat` exactly once, and the EOF after them.
+#[tokio::test(flavor = "multi_thread")]
+async fn stdin_through_a_cutting_proxy_arrives_exactly_once() {
+    let s = Stack::start(&[("r1", 4)]).await;
+    let (_, api) = s.admin.org("alpha").await;
+    let direct = Client::new(&s.cp.api, &api.key).unwrap();
+    let b = direct.create_box(&CreateBox::default()).await.unwrap();
+    let mut req = ExecRequest::new(["sh", "-c", "cat; echo closed >&2"]);
+    req.stdin = true;
+    let x = direct.exec(&b.id, &req).await.unwrap();
+
+    let (proxy, cuts) = cutting_proxy(s.cp.api.trim_start_matches("http://").to_string()).await;
+    let via_proxy = Client::new(format!("http://{proxy}"), &api.key).unwrap().with_attach_retry(Retry {
+        max_retries: 20,
+        initial_backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(200),
+    });
+    let input: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    let mut chunks = input.chunks(20 * 1024);
+    let mut attach = via_proxy.attach(&b.id, &x.id, 0);
+    attach.open().await.unwrap();
+    let (mut stdout, mut stderr, mut exit, mut closed) = (Vec::new(), Vec::new(), None, false);
+    loop {
+        tokio::select! {
+            ev = attach.next() => match ev {
+                None => break,
+                Some(ev) => match ev.unwrap() {
+                    Event::Output { stream: OutputStream::Stdout, data, .. } => stdout.extend_from_slice(&data),
+                    Event::Output { stream: OutputStream::Stderr, data, .. } => stderr.extend_from_slice(&data),
+                    Event::Gap { from, to } => panic!("gap {from}..{to}"),
+                    Event::Exit(e) => exit = Some(e),
+                },
+            },
+            _ = std::future::ready(()), if !closed => match chunks.next() {
+                Some(c) => attach.send_stdin(c).await.unwrap(),
+                None => {
+                    attach.close_stdin().await.unwrap();
+                    closed = true;
+                }
+            },
+        }
+    }
+    assert_eq!(stdout.len(), input.len(), "stdout length");
+    assert!(stdout == input, "cat's output differs from the input: input was lost, duplicated or reordered");
+    assert_eq!(stderr, b"closed\n");
+    assert_eq!(exit.expect("no exit event").exit_code, Some(0));
+    let cuts = cuts.load(Ordering::SeqCst);
+    assert!(cuts >= 5, "only {cuts} cuts happened");
+    eprintln!("3 MB of input (and 3 MB of output) through {cuts} cuts, {} reconnects", attach.reconnects);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -6,6 +6,11 @@
 //! exponential backoff, and gives up with [`Error::AttachGaveUp`] after `max_retries` consecutive failures.
 //! Requests that cannot succeed by retrying (unknown box or execution, a bad cursor, a revoked key) end the attach
 //! at once with the API's error.
+//!
+//! Input is resumed too. The server says where the process's stdin stands when the attach opens (a response header)
+//! and after every write (`stdin_offset` messages). The attach keeps the input the server has not acknowledged yet;
+//! after a cut it declares the offset of that input and sends it again, and the runner skips what the process
+//! already got. So stdin bytes are delivered exactly once, as long as this attach is the only one writing to it.
 
 use std::time::Duration;
 
@@ -66,11 +71,67 @@ pub struct Attach {
     done: bool,
     /// Reconnections made so far (for observability and tests).
     pub reconnects: u32,
+    stdin: StdinBuffer,
+}
+
+/// Input sent but not yet acknowledged, for a resend after a cut.
+#[derive(Default)]
+struct StdinBuffer {
+    /// The stdin offset of `unacked[0]`; None while the server has not said where stdin stands (then input is
+    /// appended without offsets and not resent).
+    base: Option<u64>,
+    unacked: Vec<u8>,
+    /// `close_stdin` was called: the EOF is resent after a cut as well.
+    eof: bool,
+    /// A new connection still owes the resend; it carries the stdin offset the server reported.
+    resend: Option<Option<u64>>,
+}
+
+impl StdinBuffer {
+    /// The server acknowledged everything below `offset`.
+    fn ack(&mut self, offset: u64) {
+        if let Some(base) = self.base
+            && offset > base
+        {
+            let n = ((offset - base) as usize).min(self.unacked.len());
+            self.unacked.drain(..n);
+            self.base = Some(base + n as u64);
+        }
+    }
+
+    /// The stdin offset after everything sent so far.
+    fn end(&self) -> Option<u64> {
+        self.base.map(|b| b + self.unacked.len() as u64)
+    }
+}
+
+/// Tells the server where the next stdin frame goes. Sent before every input frame, so that each frame's place is
+/// explicit whatever was cut or cancelled before it.
+fn declare(offset: u64) -> Message {
+    Message::Text(serde_json::json!({"type": "stdin_offset", "offset": offset}).to_string().into())
+}
+
+/// Largest frame of resent input.
+const RESEND_FRAME: usize = 64 * 1024;
+
+fn eof_message() -> Message {
+    Message::Text(r#"{"type":"stdin_eof"}"#.into())
 }
 
 impl Attach {
     pub(crate) fn new(url: String, key: String, from: u64, retry: Retry) -> Self {
-        Attach { url, key, cursor: from, retry, ws: None, failures: 0, last: String::new(), done: false, reconnects: 0 }
+        Attach {
+            url,
+            key,
+            cursor: from,
+            retry,
+            ws: None,
+            failures: 0,
+            last: String::new(),
+            done: false,
+            reconnects: 0,
+            stdin: StdinBuffer::default(),
+        }
     }
 
     /// The cursor after the last byte handed out (where a new attach would resume).
@@ -78,14 +139,22 @@ impl Attach {
         self.cursor
     }
 
-    async fn connect(&mut self) -> std::result::Result<Ws, (bool, Error)> {
+    /// Opens one WebSocket; also returns the stdin offset the server reported, if any.
+    async fn connect(&mut self) -> std::result::Result<(Ws, Option<u64>), (bool, Error)> {
         let mut req = format!("{}?cursor={}", self.url, self.cursor)
             .into_client_request()
             .map_err(|e| (false, Error::Protocol(e.to_string())))?;
         let auth = format!("Bearer {}", self.key).parse().map_err(|_| (false, Error::Protocol("bad key".into())))?;
         req.headers_mut().insert("authorization", auth);
         match tokio_tungstenite::connect_async(req).await {
-            Ok((ws, _)) => Ok(ws),
+            Ok((ws, resp)) => {
+                let stdin_offset = resp
+                    .headers()
+                    .get("x-boxyard-stdin-offset")
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok());
+                Ok((ws, stdin_offset))
+            }
             Err(tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();
                 let body: serde_json::Value =
@@ -106,7 +175,23 @@ impl Attach {
     /// Connects now (with the same retries as [`Attach::next`]), so that input can be sent before any output
     /// arrives (an interactive command waiting for stdin). `next` reconnects through this after a cut.
     pub async fn open(&mut self) -> Result<()> {
-        while self.ws.is_none() {
+        loop {
+            if let Some(server_offset) = self.stdin.resend {
+                // Done in full before anything else is sent on this connection; if this future is dropped half
+                // way (a `select!`), the next call starts it over, and the runner skips what arrived twice.
+                match self.resume_stdin(server_offset).await {
+                    Ok(()) => self.stdin.resend = None,
+                    Err(e) => {
+                        self.ws = None;
+                        self.stdin.resend = None;
+                        self.failures += 1;
+                        self.last = e.to_string();
+                    }
+                }
+            }
+            if self.ws.is_some() {
+                return Ok(());
+            }
             if self.failures > self.retry.max_retries {
                 self.done = true;
                 let last = std::mem::take(&mut self.last);
@@ -118,7 +203,10 @@ impl Attach {
                 self.reconnects += 1;
             }
             match self.connect().await {
-                Ok(ws) => self.ws = Some(ws),
+                Ok((ws, stdin_offset)) => {
+                    self.ws = Some(ws);
+                    self.stdin.resend = Some(stdin_offset);
+                }
                 Err((true, e)) => {
                     self.failures += 1;
                     self.last = e.to_string();
@@ -129,6 +217,36 @@ impl Attach {
                 }
             }
         }
+    }
+
+    /// On a new connection: learns where stdin stands and resends the input the process may not have received.
+    async fn resume_stdin(&mut self, server_offset: Option<u64>) -> Result<()> {
+        match (self.stdin.base, server_offset) {
+            (None, Some(n)) => self.stdin.base = Some(n),
+            (Some(base), Some(n)) => {
+                if n > base {
+                    // Input got through since the last connection: that is progress, like output.
+                    self.failures = 0;
+                }
+                self.stdin.ack(n)
+            }
+            (_, None) => return Ok(()),
+        }
+        let (Some(base), Some(end)) = (self.stdin.base, self.stdin.end()) else { return Ok(()) };
+        // In frames of bounded size, so that a connection that breaks again still moves input forward.
+        let mut at = base;
+        for i in (0..self.stdin.unacked.len()).step_by(RESEND_FRAME) {
+            let frame = &self.stdin.unacked[i..(i + RESEND_FRAME).min(self.stdin.unacked.len())];
+            let frame = bytes::Bytes::copy_from_slice(frame);
+            let n = frame.len() as u64;
+            self.send(declare(at)).await?;
+            self.send(Message::Binary(frame)).await?;
+            at += n;
+        }
+        if self.stdin.eof {
+            self.send(declare(end)).await?;
+            self.send(eof_message()).await?;
+        }
         Ok(())
     }
 
@@ -138,7 +256,7 @@ impl Attach {
             return None;
         }
         loop {
-            if self.ws.is_none()
+            if (self.ws.is_none() || self.stdin.resend.is_some())
                 && let Err(e) = self.open().await
             {
                 return Some(Err(e));
@@ -193,6 +311,12 @@ impl Attach {
                             }
                             self.cursor = to;
                             return Some(Ok(Event::Gap { from, to }));
+                        }
+                        Some("stdin_offset") => {
+                            if let Some(n) = v["offset"].as_u64() {
+                                self.stdin.ack(n);
+                            }
+                            continue;
                         }
                         Some("exit") => {
                             self.done = true;
@@ -251,15 +375,38 @@ impl Attach {
         }
     }
 
-    /// Sends bytes to the execution's stdin (it must have been created with `stdin: true`). Input is not resumed
-    /// after a cut: resend what the process may not have received.
+    /// Sends bytes to the execution's stdin (it must have been created with `stdin: true`). Connects first if
+    /// needed. If the connection drops, the bytes are kept and sent again on the next connection (by this call or
+    /// by [`Attach::next`]); the process gets each byte once.
     pub async fn send_stdin(&mut self, data: &[u8]) -> Result<()> {
-        self.send(Message::Binary(bytes::Bytes::copy_from_slice(data))).await
+        self.open().await?;
+        let Some(at) = self.stdin.end() else {
+            // The server did not say where stdin stands: plain append, not resent.
+            return self.send(Message::Binary(bytes::Bytes::copy_from_slice(data))).await;
+        };
+        self.stdin.unacked.extend_from_slice(data);
+        self.send_or_drop(declare(at)).await;
+        self.send_or_drop(Message::Binary(bytes::Bytes::copy_from_slice(data))).await;
+        Ok(())
     }
 
-    /// Closes the execution's stdin.
+    /// Closes the execution's stdin (after everything sent before), also across a cut.
     pub async fn close_stdin(&mut self) -> Result<()> {
-        self.send(Message::Text(r#"{"type":"stdin_eof"}"#.into())).await
+        self.open().await?;
+        let Some(at) = self.stdin.end() else { return self.send(eof_message()).await };
+        self.stdin.eof = true;
+        self.send_or_drop(declare(at)).await;
+        self.send_or_drop(eof_message()).await;
+        Ok(())
+    }
+
+    /// Sends input that is also kept for a resend: a failure only drops the connection (the next one resends).
+    async fn send_or_drop(&mut self, m: Message) {
+        if self.ws.is_some() && self.send(m).await.is_err() {
+            self.ws = None;
+            self.failures += 1;
+            self.last = "the connection broke while sending input".into();
+        }
     }
 
     /// Resizes the execution's terminal.

@@ -4,8 +4,11 @@
 //! - server → client, binary: `[stream: u8 (1 stdout, 2 stderr)][cursor: u64 big-endian][data]`;
 //! - server → client, text JSON: `{"type":"gap","from":..,"to":..}`, `{"type":"exit",...}` (after all output, then
 //!   the server closes), `{"type":"error","code":..,"message":..}`;
-//! - client → server, binary: stdin bytes; text JSON: `{"type":"resize","rows":..,"cols":..}`,
-//!   `{"type":"signal","signal":".."}`, `{"type":"stdin_eof"}`.
+//! - server → client, text JSON `{"type":"stdin_offset","offset":N}`: the process has received N bytes of stdin
+//!   (after each stdin write; the value at open is the `x-boxyard-stdin-offset` response header);
+//! - client → server, binary: stdin bytes; text JSON: `{"type":"stdin_offset","offset":N}` (the next binary frame
+//!   starts at stdin byte N and later ones follow it, so a resend after a cut skips what the process already got),
+//!   `{"type":"resize","rows":..,"cols":..}`, `{"type":"signal","signal":".."}`, `{"type":"stdin_eof"}`.
 //!
 //! The runner stream is opened before the upgrade, so a bad cursor or an unknown execution is an HTTP error, not a
 //! WebSocket that closes at once.
@@ -43,7 +46,11 @@ enum ClientMessage {
     Resize { rows: u32, cols: u32 },
     Signal { signal: String },
     StdinEof,
+    StdinOffset { offset: u64 },
 }
+
+/// The response header that carries where stdin stands when the attach opens.
+pub const STDIN_OFFSET_HEADER: &str = "x-boxyard-stdin-offset";
 
 /// Attach to an execution (WebSocket).
 ///
@@ -86,18 +93,31 @@ pub async fn attach(
     tx.send(start).await.expect("the channel is open and empty");
     let mut events = client.attach(ReceiverStream::new(rx)).await.map_err(cursor_error)?.into_inner();
     // The runner answers `attached` first, or an error (bad cursor, unknown execution).
-    match events.message().await.map_err(cursor_error)? {
-        Some(pb::AttachEvent { event: Some(pb::attach_event::Event::Attached(_)) }) => {}
+    let stdin = match events.message().await.map_err(cursor_error)? {
+        Some(pb::AttachEvent { event: Some(pb::attach_event::Event::Attached(x)) }) => x.stdin,
         other => return Err(ApiError::internal(format!("the runner opened the attach with {other:?}"))),
+    };
+    // For an execution with stdin the runner says next where stdin stands (when its agent can tell).
+    let mut first = None;
+    let mut stdin_offset = None;
+    if stdin {
+        match events.message().await.map_err(cursor_error)? {
+            Some(pb::AttachEvent { event: Some(pb::attach_event::Event::StdinOffset(n)) }) => stdin_offset = Some(n),
+            other => first = other,
+        }
     }
     let box_id = b.id;
-    Ok(ws.on_upgrade(move |socket| async move {
+    let mut resp = ws.on_upgrade(move |socket| async move {
         st.metrics.attaches.inc();
         let _ = boxes::touch(&st.db, box_id).await;
-        bridge(&st, box_id, socket, events, tx).await;
+        bridge(&st, box_id, socket, first, events, tx).await;
         let _ = boxes::touch(&st.db, box_id).await;
         st.metrics.attaches.dec();
-    }))
+    });
+    if let Some(n) = stdin_offset {
+        resp.headers_mut().insert(STDIN_OFFSET_HEADER, n.into());
+    }
+    Ok(resp)
 }
 
 fn cursor_error(s: tonic::Status) -> ApiError {
@@ -142,16 +162,19 @@ async fn bridge(
     st: &AppState,
     box_id: Uuid,
     mut socket: WebSocket,
+    mut first: Option<pb::AttachEvent>,
     mut events: Streaming<pb::AttachEvent>,
     tx: mpsc::Sender<pb::AttachRequest>,
 ) {
+    // Where the next binary stdin frame goes, once the client has declared it (None: append).
+    let mut stdin_at: Option<u64> = None;
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut touch = tokio::time::interval(TOUCH_EVERY);
     touch.tick().await;
     loop {
         tokio::select! {
-            ev = events.message() => {
+            ev = async { match first.take() { Some(e) => Ok(Some(e)), None => events.message().await } } => {
                 let msg = match ev {
                     Ok(Some(pb::AttachEvent { event: Some(e) })) => match e {
                         pb::attach_event::Event::Output(o) => output_frame(&o),
@@ -161,6 +184,7 @@ async fn bridge(
                             let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "exited".into() }))).await;
                             return;
                         }
+                        pb::attach_event::Event::StdinOffset(n) => text(json!({"type": "stdin_offset", "offset": n})),
                         pb::attach_event::Event::Attached(_) => continue,
                     },
                     Ok(Some(_)) => continue,
@@ -192,11 +216,21 @@ async fn bridge(
             m = socket.recv() => {
                 let req = match m {
                     None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                    Some(Ok(Message::Binary(data))) => pb::attach_request::Msg::Stdin(pb::StdinData { data: data.to_vec(), eof: false, offset: None }),
+                    Some(Ok(Message::Binary(data))) => {
+                        let offset = stdin_at;
+                        if let Some(at) = stdin_at.as_mut() {
+                            *at += data.len() as u64;
+                        }
+                        pb::attach_request::Msg::Stdin(pb::StdinData { data: data.to_vec(), eof: false, offset })
+                    }
                     Some(Ok(Message::Text(t))) => match serde_json::from_str::<ClientMessage>(t.as_str()) {
                         Ok(ClientMessage::Resize { rows, cols }) => pb::attach_request::Msg::Resize(pb::Tty { rows, cols }),
                         Ok(ClientMessage::Signal { signal }) => pb::attach_request::Msg::Signal(signal),
-                        Ok(ClientMessage::StdinEof) => pb::attach_request::Msg::Stdin(pb::StdinData { data: vec![], eof: true, offset: None }),
+                        Ok(ClientMessage::StdinEof) => pb::attach_request::Msg::Stdin(pb::StdinData { data: vec![], eof: true, offset: stdin_at }),
+                        Ok(ClientMessage::StdinOffset { offset }) => {
+                            stdin_at = Some(offset);
+                            continue;
+                        }
                         Err(e) => {
                             let msg = text(json!({"type": "error", "code": "invalid_message", "message": format!("unknown client message: {e}")}));
                             if socket.send(msg).await.is_err() { return; }

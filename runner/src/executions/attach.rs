@@ -38,8 +38,13 @@ pub fn check_cursor(exec: &Execution, from: u64) -> Result<(), RunnerError> {
 
 /// Sends `attached`, the output from `from`, live output, and finally `exit`. Returns when the execution's output
 /// is complete, or the client went away.
-pub async fn send_output(exec: Arc<Execution>, from: u64, tx: EventSender) {
+pub async fn send_output(exec: Arc<Execution>, from: u64, stdin_offset: Option<u64>, tx: EventSender) {
     if tx.send(event(pb::attach_event::Event::Attached(exec.to_proto()))).await.is_err() {
+        return;
+    }
+    if let Some(n) = stdin_offset
+        && tx.send(event(pb::attach_event::Event::StdinOffset(n))).await.is_err()
+    {
         return;
     }
     let mut pos = exec.log.subscribe();

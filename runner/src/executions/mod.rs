@@ -261,19 +261,7 @@ impl Execution {
         let at = match (offset, *current) {
             (Some(o), _) => o,
             (None, Some(c)) => c,
-            (None, None) => {
-                // Ask the agent where stdin stands: an empty write at 0 returns its offset.
-                let r = agent
-                    .write_stdin(ag::WriteStdinRequest {
-                        exec_id: self.id().into(),
-                        offset: 0,
-                        data: vec![],
-                        eof: false,
-                    })
-                    .await
-                    .map_err(|s| RunnerError::from_agent("writing stdin", s))?;
-                r.into_inner().offset
-            }
+            (None, None) => Self::ask_stdin_offset(self.id(), agent).await?,
         };
         let r = agent
             .write_stdin(ag::WriteStdinRequest { exec_id: self.id().into(), offset: at, data, eof })
@@ -282,6 +270,26 @@ impl Execution {
             .into_inner();
         *current = Some(r.offset);
         Ok(r.offset)
+    }
+
+    /// How many bytes of stdin the process has received (asked of the agent when the runner does not know yet).
+    pub async fn stdin_position(&self, agent: &mut Agent) -> Result<u64> {
+        let mut current = self.stdin_offset.lock().await;
+        if let Some(c) = *current {
+            return Ok(c);
+        }
+        let at = Self::ask_stdin_offset(self.id(), agent).await?;
+        *current = Some(at);
+        Ok(at)
+    }
+
+    /// An empty write at 0 returns where the agent's stdin stands.
+    async fn ask_stdin_offset(id: &str, agent: &mut Agent) -> Result<u64> {
+        let r = agent
+            .write_stdin(ag::WriteStdinRequest { exec_id: id.into(), offset: 0, data: vec![], eof: false })
+            .await
+            .map_err(|s| RunnerError::from_agent("writing stdin", s))?;
+        Ok(r.into_inner().offset)
     }
 
     /// The execution as the API shows it.

@@ -27,6 +27,8 @@ use crate::executions::attach;
 const MAX_MESSAGE: usize = 16 << 20;
 /// Output events buffered per attach (each at most [`attach::READ_BYTES`] of data).
 const ATTACH_DEPTH: usize = 8;
+/// How long an Attach waits for the agent to say where stdin stands.
+const STDIN_OFFSET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct RunnerService {
@@ -225,7 +227,15 @@ impl Runner for RunnerService {
         let (tx, rx) = mpsc::channel(ATTACH_DEPTH);
         // The input side holds only a weak sender: the response stream ends when the output side is done.
         let weak = tx.downgrade();
-        tokio::spawn(attach::send_output(exec.clone(), start.from_cursor, tx));
+        // Where stdin stands, for a client that resends input after a cut (best effort: a box that is not running
+        // has no agent to ask, and its stdin cannot be written anyway).
+        let stdin_offset = match (exec.meta.stdin && !exec.is_finished(), self.mgr.agent_of(&exec)) {
+            (true, Ok(mut a)) => {
+                tokio::time::timeout(STDIN_OFFSET_TIMEOUT, exec.stdin_position(&mut a)).await.ok().and_then(|r| r.ok())
+            }
+            _ => None,
+        };
+        tokio::spawn(attach::send_output(exec.clone(), start.from_cursor, stdin_offset, tx));
         let mgr = self.mgr.clone();
         tokio::spawn(async move {
             // stdin is written in order (a full pipe may hold a write); signals and resizes run beside it, so a
@@ -235,12 +245,21 @@ impl Runner for RunnerService {
             tokio::spawn(async move {
                 while let Some(s) = stdin_rx.recv().await {
                     let r = match m.agent_of(&x) {
-                        Ok(mut a) => x.write_stdin(&mut a, s.data, s.eof, s.offset).await.map(|_| ()),
+                        Ok(mut a) => x.write_stdin(&mut a, s.data, s.eof, s.offset).await,
                         Err(e) => Err(e),
                     };
-                    if let Err(e) = r {
-                        report(&x, &w, e).await;
-                        return;
+                    match r {
+                        // Acknowledge: the client may forget input below this offset.
+                        Ok(n) => {
+                            if let Some(tx) = w.upgrade() {
+                                let ack = pb::AttachEvent { event: Some(pb::attach_event::Event::StdinOffset(n)) };
+                                let _ = tx.send(Ok(ack)).await;
+                            }
+                        }
+                        Err(e) => {
+                            report(&x, &w, e).await;
+                            return;
+                        }
                     }
                 }
             });

@@ -180,6 +180,8 @@ pub struct Reassembled {
     pub gaps: Vec<(u64, u64)>,
     pub result: Option<pb::ExecutionResult>,
     pub attached: u32,
+    /// The last stdin offset the runner reported.
+    pub stdin_offset: Option<u64>,
 }
 
 impl Reassembled {
@@ -202,6 +204,10 @@ impl Reassembled {
             Event::Exit(r) => {
                 assert_eq!(r.output_end, self.cursor, "the result must come after every output byte");
                 self.result = Some(r);
+            }
+            Event::StdinOffset(n) => {
+                assert!(self.stdin_offset.is_none_or(|o| n >= o), "stdin offsets only grow");
+                self.stdin_offset = Some(n);
             }
         }
     }
