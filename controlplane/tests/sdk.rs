@@ -171,6 +171,43 @@ async fn stdin_through_a_cutting_proxy_arrives_exactly_once() {
     eprintln!("3 MB of input (and 3 MB of output) through {cuts} cuts, {} reconnects", attach.reconnects);
 }
 
+/// A client that writes all its input before reading any output (`cat big | boxyard run -i …` can) must not wedge
+/// the attach: the gateway reads input while output waits for the client, so 24 MB go through `cat` and back.
+#[tokio::test(flavor = "multi_thread")]
+async fn writing_everything_before_reading_does_not_wedge_the_attach() {
+    let s = Stack::start(&[("r1", 4)]).await;
+    let (_, api) = s.admin.org("alpha").await;
+    let c = Client::new(&s.cp.api, &api.key).unwrap();
+    let b = c.create_box(&CreateBox::default()).await.unwrap();
+    let mut req = ExecRequest::new(["cat"]);
+    req.stdin = true;
+    let x = c.exec(&b.id, &req).await.unwrap();
+    let input: Vec<u8> = (0..24_000_000u32).map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8).collect();
+    let mut attach = c.attach(&b.id, &x.id, 0);
+    let write_all = async {
+        for chunk in input.chunks(256 * 1024) {
+            attach.send_stdin(chunk).await.unwrap();
+        }
+        attach.close_stdin().await.unwrap();
+    };
+    tokio::time::timeout(Duration::from_secs(120), write_all)
+        .await
+        .expect("writing stdin stalled: input stopped flowing while output was not read");
+    let mut out = Vec::new();
+    let read_all = async {
+        while let Some(ev) = attach.next().await {
+            match ev.unwrap() {
+                Event::Output { data, .. } => out.extend_from_slice(&data),
+                Event::Gap { from, to } => panic!("gap {from}..{to}"),
+                Event::Exit(e) => assert_eq!(e.exit_code, Some(0)),
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), read_all).await.expect("reading the output stalled");
+    assert_eq!(out.len(), input.len());
+    assert!(out == input, "cat's output differs from its input");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attach_gives_up_with_a_clear_error_after_its_retries() {
     // Nothing listens there.

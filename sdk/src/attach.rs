@@ -25,6 +25,36 @@ use crate::types::{ExitResult, TtySize};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// One connection: output is read here; everything sent goes through a writer task, so that input can be queued
+/// while output is read (in a `select!`) without a send ever being left half done.
+struct Conn {
+    stream: futures::stream::SplitStream<Ws>,
+    /// Each item is sent as a unit (an offset declaration and its input frame go together).
+    tx: tokio::sync::mpsc::Sender<Vec<Message>>,
+}
+
+/// Messages queued per connection before a sender waits.
+const WRITE_QUEUE: usize = 8;
+
+impl Conn {
+    fn new(ws: Ws) -> Self {
+        let (mut sink, stream) = ws.split();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Message>>(WRITE_QUEUE);
+        tokio::spawn(async move {
+            while let Some(batch) = rx.recv().await {
+                for m in batch {
+                    if sink.send(m).await.is_err() {
+                        // The reader sees the connection end and reconnects.
+                        return;
+                    }
+                }
+            }
+            let _ = sink.close().await;
+        });
+        Conn { stream, tx }
+    }
+}
+
 /// Which output stream bytes came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputStream {
@@ -64,7 +94,7 @@ pub struct Attach {
     key: String,
     cursor: u64,
     retry: Retry,
-    ws: Option<Ws>,
+    ws: Option<Conn>,
     failures: u32,
     /// Why the last connection failed or ended (for AttachGaveUp).
     last: String,
@@ -74,34 +104,81 @@ pub struct Attach {
     stdin: StdinBuffer,
 }
 
-/// Input sent but not yet acknowledged, for a resend after a cut.
+/// Input not yet acknowledged, kept for a resend after a cut, and how much of it the current connection has sent.
 #[derive(Default)]
 struct StdinBuffer {
     /// The stdin offset of `unacked[0]`; None while the server has not said where stdin stands (then input is
     /// appended without offsets and not resent).
     base: Option<u64>,
     unacked: Vec<u8>,
-    /// `close_stdin` was called: the EOF is resent after a cut as well.
+    /// Bytes at the start of `unacked` sent on the current connection.
+    sent: usize,
+    /// `close_stdin` was called: the EOF follows the input, after a cut as well.
     eof: bool,
-    /// A new connection still owes the resend; it carries the stdin offset the server reported.
-    resend: Option<Option<u64>>,
+    eof_sent: bool,
+}
+
+/// The next piece of input to send: its offset declaration and its frame.
+struct Pending {
+    declare: Message,
+    frame: Message,
+    /// Bytes of input in the frame (0 for the EOF).
+    len: usize,
+    eof: bool,
 }
 
 impl StdinBuffer {
     /// The server acknowledged everything below `offset`.
+    ///
+    /// An offset past everything this attach sent means another writer added input: later input goes after it
+    /// (otherwise the runner would skip it as already received).
     fn ack(&mut self, offset: u64) {
         if let Some(base) = self.base
             && offset > base
         {
             let n = ((offset - base) as usize).min(self.unacked.len());
             self.unacked.drain(..n);
-            self.base = Some(base + n as u64);
+            self.sent = self.sent.saturating_sub(n);
+            self.base = Some(if self.unacked.is_empty() { offset } else { base + n as u64 });
         }
     }
 
-    /// The stdin offset after everything sent so far.
-    fn end(&self) -> Option<u64> {
-        self.base.map(|b| b + self.unacked.len() as u64)
+    /// A new connection: drop what the server says arrived; everything else is sent again.
+    fn reconnected(&mut self, server_offset: Option<u64>) {
+        match (self.base, server_offset) {
+            (None, Some(n)) => self.base = Some(n),
+            (Some(_), Some(n)) => self.ack(n),
+            // The runner could not tell: resend everything unacknowledged (it skips what arrived).
+            (_, None) => {}
+        }
+        self.sent = 0;
+        self.eof_sent = false;
+    }
+
+    fn next_pending(&self) -> Option<Pending> {
+        let base = self.base?;
+        if self.sent < self.unacked.len() {
+            let frame = &self.unacked[self.sent..(self.sent + INPUT_FRAME).min(self.unacked.len())];
+            return Some(Pending {
+                declare: declare(base + self.sent as u64),
+                len: frame.len(),
+                frame: Message::Binary(bytes::Bytes::copy_from_slice(frame)),
+                eof: false,
+            });
+        }
+        (self.eof && !self.eof_sent).then(|| Pending {
+            declare: declare(base + self.unacked.len() as u64),
+            frame: eof_message(),
+            len: 0,
+            eof: true,
+        })
+    }
+
+    fn mark_sent(&mut self, p: &Pending) {
+        self.sent += p.len;
+        if p.eof {
+            self.eof_sent = true;
+        }
     }
 }
 
@@ -111,8 +188,8 @@ fn declare(offset: u64) -> Message {
     Message::Text(serde_json::json!({"type": "stdin_offset", "offset": offset}).to_string().into())
 }
 
-/// Largest frame of resent input.
-const RESEND_FRAME: usize = 64 * 1024;
+/// Largest frame of input: a connection that breaks again has still moved input forward.
+const INPUT_FRAME: usize = 64 * 1024;
 
 fn eof_message() -> Message {
     Message::Text(r#"{"type":"stdin_eof"}"#.into())
@@ -140,7 +217,7 @@ impl Attach {
     }
 
     /// Opens one WebSocket; also returns the stdin offset the server reported, if any.
-    async fn connect(&mut self) -> std::result::Result<(Ws, Option<u64>), (bool, Error)> {
+    async fn connect(&mut self) -> std::result::Result<(Conn, Option<u64>), (bool, Error)> {
         let mut req = format!("{}?cursor={}", self.url, self.cursor)
             .into_client_request()
             .map_err(|e| (false, Error::Protocol(e.to_string())))?;
@@ -153,7 +230,7 @@ impl Attach {
                     .get("x-boxyard-stdin-offset")
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok());
-                Ok((ws, stdin_offset))
+                Ok((Conn::new(ws), stdin_offset))
             }
             Err(tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();
@@ -175,20 +252,13 @@ impl Attach {
     /// Connects now (with the same retries as [`Attach::next`]), so that input can be sent before any output
     /// arrives (an interactive command waiting for stdin). `next` reconnects through this after a cut.
     pub async fn open(&mut self) -> Result<()> {
+        if self.done {
+            return Err(Error::Transport {
+                url: self.url.clone(),
+                message: "the attach has ended (the execution exited, or its retries ran out)".into(),
+            });
+        }
         loop {
-            if let Some(server_offset) = self.stdin.resend {
-                // Done in full before anything else is sent on this connection; if this future is dropped half
-                // way (a `select!`), the next call starts it over, and the runner skips what arrived twice.
-                match self.resume_stdin(server_offset).await {
-                    Ok(()) => self.stdin.resend = None,
-                    Err(e) => {
-                        self.ws = None;
-                        self.stdin.resend = None;
-                        self.failures += 1;
-                        self.last = e.to_string();
-                    }
-                }
-            }
             if self.ws.is_some() {
                 return Ok(());
             }
@@ -203,9 +273,14 @@ impl Attach {
                 self.reconnects += 1;
             }
             match self.connect().await {
-                Ok((ws, stdin_offset)) => {
-                    self.ws = Some(ws);
-                    self.stdin.resend = Some(stdin_offset);
+                Ok((conn, stdin_offset)) => {
+                    self.ws = Some(conn);
+                    let before = self.stdin.base;
+                    self.stdin.reconnected(stdin_offset);
+                    if before.is_some() && self.stdin.base > before {
+                        // Input got through since the last connection: that is progress, like output.
+                        self.failures = 0;
+                    }
                 }
                 Err((true, e)) => {
                     self.failures += 1;
@@ -219,50 +294,46 @@ impl Attach {
         }
     }
 
-    /// On a new connection: learns where stdin stands and resends the input the process may not have received.
-    async fn resume_stdin(&mut self, server_offset: Option<u64>) -> Result<()> {
-        match (self.stdin.base, server_offset) {
-            (None, Some(n)) => self.stdin.base = Some(n),
-            (Some(base), Some(n)) => {
-                if n > base {
-                    // Input got through since the last connection: that is progress, like output.
-                    self.failures = 0;
-                }
-                self.stdin.ack(n)
-            }
-            (_, None) => return Ok(()),
-        }
-        let (Some(base), Some(end)) = (self.stdin.base, self.stdin.end()) else { return Ok(()) };
-        // In frames of bounded size, so that a connection that breaks again still moves input forward.
-        let mut at = base;
-        for i in (0..self.stdin.unacked.len()).step_by(RESEND_FRAME) {
-            let frame = &self.stdin.unacked[i..(i + RESEND_FRAME).min(self.stdin.unacked.len())];
-            let frame = bytes::Bytes::copy_from_slice(frame);
-            let n = frame.len() as u64;
-            self.send(declare(at)).await?;
-            self.send(Message::Binary(frame)).await?;
-            at += n;
-        }
-        if self.stdin.eof {
-            self.send(declare(end)).await?;
-            self.send(eof_message()).await?;
-        }
-        Ok(())
-    }
-
     /// The next event: output in cursor order, gaps, then `Exit` and `None`. Cuts are resumed transparently.
     pub async fn next(&mut self) -> Option<Result<Event>> {
         if self.done {
             return None;
         }
         loop {
-            if (self.ws.is_none() || self.stdin.resend.is_some())
+            if self.ws.is_none()
                 && let Err(e) = self.open().await
             {
                 return Some(Err(e));
             }
-            let ws = self.ws.as_mut().expect("connected");
-            match ws.next().await {
+            let conn = self.ws.as_mut().expect("connected");
+            // Input this connection still owes is queued while output is read, a frame at a time. Queuing is
+            // all-or-nothing once the queue has room, so a dropped `next` never leaves a frame half sent.
+            let pending = self.stdin.next_pending();
+            // Ok: a message (or the end); Err(queued): the input went into the writer's queue, or the writer had
+            // ended (the connection broke).
+            let received = tokio::select! {
+                m = conn.stream.next() => Ok(m),
+                permit = conn.tx.reserve(), if pending.is_some() => Err(match permit {
+                    Ok(permit) => {
+                        let p = pending.as_ref().expect("guarded");
+                        permit.send(vec![p.declare.clone(), p.frame.clone()]);
+                        true
+                    }
+                    Err(_) => false,
+                }),
+            };
+            let received = match received {
+                Ok(m) => m,
+                Err(true) => {
+                    self.stdin.mark_sent(&pending.expect("guarded"));
+                    continue;
+                }
+                Err(false) => {
+                    self.drop_connection("the connection broke while sending input".into());
+                    continue;
+                }
+            };
+            match received {
                 Some(Ok(Message::Binary(b))) => {
                     if b.len() < 9 {
                         self.done = true;
@@ -324,9 +395,10 @@ impl Attach {
                                 Ok(x) => x,
                                 Err(e) => return Some(Err(Error::Protocol(format!("bad exit message: {e}")))),
                             };
-                            if let Some(mut ws) = self.ws.take() {
-                                let _ = ws.close(None).await;
-                            }
+                            // Closed in the background: this future may be dropped (a `select!`) once it has
+                            // the exit in hand, and the exit must not be lost with it.
+                            // Dropping the connection lets its writer close it.
+                            self.ws = None;
                             return Some(Ok(Event::Exit(exit)));
                         }
                         Some("error") => {
@@ -366,57 +438,83 @@ impl Attach {
 
     async fn send(&mut self, m: Message) -> Result<()> {
         match self.ws.as_mut() {
-            Some(ws) => {
-                ws.send(m).await.map_err(|e| Error::Transport { url: self.url.clone(), message: e.to_string() })
-            }
+            Some(conn) => conn.tx.send(vec![m]).await.map_err(|_| Error::Transport {
+                url: self.url.clone(),
+                message: "the connection closed; the next read reconnects".into(),
+            }),
             None => {
                 Err(Error::Transport { url: self.url.clone(), message: "not connected (call next() first)".into() })
             }
         }
     }
 
-    /// Sends bytes to the execution's stdin (it must have been created with `stdin: true`). Connects first if
-    /// needed. If the connection drops, the bytes are kept and sent again on the next connection (by this call or
-    /// by [`Attach::next`]); the process gets each byte once.
+    fn drop_connection(&mut self, why: String) {
+        self.ws = None;
+        self.failures += 1;
+        self.last = why;
+    }
+
+    /// Sends bytes to the execution's stdin (it must have been created with `stdin: true`). Connects first if the
+    /// attach has not connected yet. The bytes are kept until the server acknowledges them: after a cut they are
+    /// sent again on the next connection, which [`Attach::next`] makes (this call does not wait for that), and the
+    /// process gets each byte once.
     pub async fn send_stdin(&mut self, data: &[u8]) -> Result<()> {
-        self.open().await?;
-        let Some(at) = self.stdin.end() else {
+        if !self.input_ready().await? {
             // The server did not say where stdin stands: plain append, not resent.
             return self.send(Message::Binary(bytes::Bytes::copy_from_slice(data))).await;
-        };
+        }
         self.stdin.unacked.extend_from_slice(data);
-        self.send_or_drop(declare(at)).await;
-        self.send_or_drop(Message::Binary(bytes::Bytes::copy_from_slice(data))).await;
+        self.flush_input().await;
         Ok(())
     }
 
-    /// Closes the execution's stdin (after everything sent before), also across a cut.
+    /// Closes the execution's stdin after everything sent before, also across a cut (like [`Attach::send_stdin`]).
     pub async fn close_stdin(&mut self) -> Result<()> {
-        self.open().await?;
-        let Some(at) = self.stdin.end() else { return self.send(eof_message()).await };
+        if !self.input_ready().await? {
+            return self.send(eof_message()).await;
+        }
         self.stdin.eof = true;
-        self.send_or_drop(declare(at)).await;
-        self.send_or_drop(eof_message()).await;
+        self.flush_input().await;
         Ok(())
     }
 
-    /// Sends input that is also kept for a resend: a failure only drops the connection (the next one resends).
-    async fn send_or_drop(&mut self, m: Message) {
-        if self.ws.is_some() && self.send(m).await.is_err() {
-            self.ws = None;
-            self.failures += 1;
-            self.last = "the connection broke while sending input".into();
+    /// Connects if the attach never has; whether input goes with offsets (the server said where stdin stands).
+    async fn input_ready(&mut self) -> Result<bool> {
+        if self.done {
+            return Err(Error::Transport {
+                url: self.url.clone(),
+                message: "the attach has ended (the execution exited, or its retries ran out)".into(),
+            });
+        }
+        if self.stdin.base.is_none() {
+            self.open().await?;
+        }
+        Ok(self.stdin.base.is_some())
+    }
+
+    /// Sends all input the current connection still owes; a failure only drops the connection (the next one
+    /// sends it again).
+    async fn flush_input(&mut self) {
+        while let Some(conn) = self.ws.as_mut()
+            && let Some(p) = self.stdin.next_pending()
+        {
+            match conn.tx.send(vec![p.declare.clone(), p.frame.clone()]).await {
+                Ok(()) => self.stdin.mark_sent(&p),
+                Err(_) => self.drop_connection("the connection broke while sending input".into()),
+            }
         }
     }
 
-    /// Resizes the execution's terminal.
+    /// Resizes the execution's terminal (connects first if needed).
     pub async fn resize(&mut self, size: TtySize) -> Result<()> {
+        self.open().await?;
         let m = serde_json::json!({"type": "resize", "rows": size.rows, "cols": size.cols}).to_string();
         self.send(Message::Text(m.into())).await
     }
 
-    /// Sends a signal ("INT", "SIGTERM", a number) to the execution's process group.
+    /// Sends a signal ("INT", "SIGTERM", a number) to the execution's process group (connects first if needed).
     pub async fn signal(&mut self, signal: &str) -> Result<()> {
+        self.open().await?;
         let m = serde_json::json!({"type": "signal", "signal": signal}).to_string();
         self.send(Message::Text(m.into())).await
     }

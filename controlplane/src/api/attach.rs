@@ -93,24 +93,16 @@ pub async fn attach(
     tx.send(start).await.expect("the channel is open and empty");
     let mut events = client.attach(ReceiverStream::new(rx)).await.map_err(cursor_error)?.into_inner();
     // The runner answers `attached` first, or an error (bad cursor, unknown execution).
-    let stdin = match events.message().await.map_err(cursor_error)? {
-        Some(pb::AttachEvent { event: Some(pb::attach_event::Event::Attached(x)) }) => x.stdin,
+    // For an execution with stdin, `attached` says where stdin stands (when the runner could tell).
+    let stdin_offset = match events.message().await.map_err(cursor_error)? {
+        Some(pb::AttachEvent { event: Some(pb::attach_event::Event::Attached(x)) }) => x.stdin_offset,
         other => return Err(ApiError::internal(format!("the runner opened the attach with {other:?}"))),
     };
-    // For an execution with stdin the runner says next where stdin stands (when its agent can tell).
-    let mut first = None;
-    let mut stdin_offset = None;
-    if stdin {
-        match events.message().await.map_err(cursor_error)? {
-            Some(pb::AttachEvent { event: Some(pb::attach_event::Event::StdinOffset(n)) }) => stdin_offset = Some(n),
-            other => first = other,
-        }
-    }
     let box_id = b.id;
     let mut resp = ws.on_upgrade(move |socket| async move {
         st.metrics.attaches.inc();
         let _ = boxes::touch(&st.db, box_id).await;
-        bridge(&st, box_id, socket, first, events, tx).await;
+        bridge(&st, box_id, socket, events, tx).await;
         let _ = boxes::touch(&st.db, box_id).await;
         st.metrics.attaches.dec();
     });
@@ -161,96 +153,117 @@ pub fn output_frame(o: &pb::OutputRecord) -> Message {
 async fn bridge(
     st: &AppState,
     box_id: Uuid,
-    mut socket: WebSocket,
-    mut first: Option<pb::AttachEvent>,
+    socket: WebSocket,
     mut events: Streaming<pb::AttachEvent>,
     tx: mpsc::Sender<pb::AttachRequest>,
 ) {
-    // Where the next binary stdin frame goes, once the client has declared it (None: append).
-    let mut stdin_at: Option<u64> = None;
+    use futures::{SinkExt, StreamExt};
+    let (mut sink, stream) = socket.split();
+    // The client's messages are read by their own task, so that input keeps flowing while output waits for the
+    // client to read (a client that writes a lot before reading must not wedge both directions).
+    let (notes_tx, mut notes) = mpsc::channel::<Message>(4);
+    let mut reader = tokio::spawn(forward_input(stream, tx, notes_tx));
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut touch = tokio::time::interval(TOUCH_EVERY);
     touch.tick().await;
     loop {
-        tokio::select! {
-            ev = async { match first.take() { Some(e) => Ok(Some(e)), None => events.message().await } } => {
-                let msg = match ev {
-                    Ok(Some(pb::AttachEvent { event: Some(e) })) => match e {
-                        pb::attach_event::Event::Output(o) => output_frame(&o),
-                        pb::attach_event::Event::Gap(g) => text(json!({"type": "gap", "from": g.from, "to": g.to})),
-                        pb::attach_event::Event::Exit(r) => {
-                            let _ = socket.send(exit_message(&r)).await;
-                            let _ = socket.send(Message::Close(Some(CloseFrame { code: 1000, reason: "exited".into() }))).await;
-                            return;
-                        }
-                        pb::attach_event::Event::StdinOffset(n) => text(json!({"type": "stdin_offset", "offset": n})),
-                        pb::attach_event::Event::Attached(_) => continue,
-                    },
-                    Ok(Some(_)) => continue,
-                    Ok(None) => {
-                        let _ = socket.send(text(json!({"type": "error", "code": "runner_closed",
-                            "message": "the runner ended the stream without a result; reconnect with your last cursor"}))).await;
-                        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1011, reason: "runner closed".into() }))).await;
-                        return;
+        let msg = tokio::select! {
+            ev = events.message() => match ev {
+                Ok(Some(pb::AttachEvent { event: Some(e) })) => match e {
+                    pb::attach_event::Event::Output(o) => output_frame(&o),
+                    pb::attach_event::Event::Gap(g) => text(json!({"type": "gap", "from": g.from, "to": g.to})),
+                    pb::attach_event::Event::StdinOffset(n) => text(json!({"type": "stdin_offset", "offset": n})),
+                    pb::attach_event::Event::Exit(r) => {
+                        let _ = sink.send(exit_message(&r)).await;
+                        let _ = sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: "exited".into() }))).await;
+                        break;
                     }
-                    Err(s) => {
-                        // A broken runner connection (the runner restarting) surfaces as UNKNOWN from h2: the client
-                        // should reconnect from its last cursor.
-                        let e = match s.code() {
-                            tonic::Code::Unknown | tonic::Code::Cancelled => ApiError::unavailable(
-                                "runner_unavailable",
-                                format!("the connection to the runner broke ({}); reconnect with your last cursor", s.message()),
-                            ),
-                            _ => ApiError::from(s),
-                        };
-                        let _ = socket.send(text(json!({"type": "error", "code": e.code(), "message": e.body.message}))).await;
-                        let _ = socket.send(Message::Close(Some(CloseFrame { code: 1011, reason: "runner error".into() }))).await;
-                        return;
-                    }
-                };
-                if socket.send(msg).await.is_err() {
-                    return;
+                    pb::attach_event::Event::Attached(_) => continue,
+                },
+                Ok(Some(_)) => continue,
+                Ok(None) => {
+                    let _ = sink.send(text(json!({"type": "error", "code": "runner_closed",
+                        "message": "the runner ended the stream without a result; reconnect with your last cursor"}))).await;
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code: 1011, reason: "runner closed".into() }))).await;
+                    break;
                 }
-            }
-            m = socket.recv() => {
-                let req = match m {
-                    None | Some(Err(_)) | Some(Ok(Message::Close(_))) => return,
-                    Some(Ok(Message::Binary(data))) => {
-                        let offset = stdin_at;
-                        if let Some(at) = stdin_at.as_mut() {
-                            *at += data.len() as u64;
-                        }
-                        pb::attach_request::Msg::Stdin(pb::StdinData { data: data.to_vec(), eof: false, offset })
-                    }
-                    Some(Ok(Message::Text(t))) => match serde_json::from_str::<ClientMessage>(t.as_str()) {
-                        Ok(ClientMessage::Resize { rows, cols }) => pb::attach_request::Msg::Resize(pb::Tty { rows, cols }),
-                        Ok(ClientMessage::Signal { signal }) => pb::attach_request::Msg::Signal(signal),
-                        Ok(ClientMessage::StdinEof) => pb::attach_request::Msg::Stdin(pb::StdinData { data: vec![], eof: true, offset: stdin_at }),
-                        Ok(ClientMessage::StdinOffset { offset }) => {
-                            stdin_at = Some(offset);
-                            continue;
-                        }
-                        Err(e) => {
-                            let msg = text(json!({"type": "error", "code": "invalid_message", "message": format!("unknown client message: {e}")}));
-                            if socket.send(msg).await.is_err() { return; }
-                            continue;
-                        }
-                    },
-                    Some(Ok(_)) => continue,
-                };
-                if tx.send(pb::AttachRequest { msg: Some(req) }).await.is_err() {
-                    return;
+                Err(s) => {
+                    // A broken runner connection (the runner restarting) surfaces as UNKNOWN from h2: the client
+                    // should reconnect from its last cursor.
+                    let e = match s.code() {
+                        tonic::Code::Unknown | tonic::Code::Cancelled => ApiError::unavailable(
+                            "runner_unavailable",
+                            format!("the connection to the runner broke ({}); reconnect with your last cursor", s.message()),
+                        ),
+                        _ => ApiError::from(s),
+                    };
+                    let _ = sink.send(text(json!({"type": "error", "code": e.code(), "message": e.body.message}))).await;
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code: 1011, reason: "runner error".into() }))).await;
+                    break;
                 }
-            }
-            _ = ping.tick() => {
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
-                }
-            }
+            },
+            // Answers about the client's own messages (e.g. one the server does not understand).
+            Some(note) = notes.recv() => note,
+            // The client closed the WebSocket (or it broke): detach.
+            _ = &mut reader => break,
+            _ = ping.tick() => Message::Ping(Default::default()),
             _ = touch.tick() => {
                 let _ = boxes::touch(&st.db, box_id).await;
+                continue;
             }
+        };
+        if sink.send(msg).await.is_err() {
+            break;
+        }
+    }
+    reader.abort();
+}
+
+/// Reads the client's messages and forwards them to the runner: binary frames are stdin (at the declared offset,
+/// if the client declared one), text frames are JSON commands. Returns when the client closes or goes away.
+async fn forward_input(
+    mut stream: futures::stream::SplitStream<WebSocket>,
+    tx: mpsc::Sender<pb::AttachRequest>,
+    notes: mpsc::Sender<Message>,
+) {
+    use futures::StreamExt;
+    // Where the next binary stdin frame goes, once the client has declared it (None: append).
+    let mut stdin_at: Option<u64> = None;
+    while let Some(m) = stream.next().await {
+        let req = match m {
+            Err(_) | Ok(Message::Close(_)) => return,
+            Ok(Message::Binary(data)) => {
+                let offset = stdin_at;
+                if let Some(at) = stdin_at.as_mut() {
+                    *at += data.len() as u64;
+                }
+                pb::attach_request::Msg::Stdin(pb::StdinData { data: data.to_vec(), eof: false, offset })
+            }
+            Ok(Message::Text(t)) => match serde_json::from_str::<ClientMessage>(t.as_str()) {
+                Ok(ClientMessage::Resize { rows, cols }) => pb::attach_request::Msg::Resize(pb::Tty { rows, cols }),
+                Ok(ClientMessage::Signal { signal }) => pb::attach_request::Msg::Signal(signal),
+                Ok(ClientMessage::StdinEof) => {
+                    pb::attach_request::Msg::Stdin(pb::StdinData { data: vec![], eof: true, offset: stdin_at })
+                }
+                Ok(ClientMessage::StdinOffset { offset }) => {
+                    stdin_at = Some(offset);
+                    continue;
+                }
+                Err(e) => {
+                    let note = text(
+                        json!({"type": "error", "code": "invalid_message", "message": format!("unknown client message: {e}")}),
+                    );
+                    if notes.send(note).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            },
+            Ok(_) => continue,
+        };
+        if tx.send(pb::AttachRequest { msg: Some(req) }).await.is_err() {
+            return;
         }
     }
 }

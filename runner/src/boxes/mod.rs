@@ -569,15 +569,18 @@ impl BoxManager {
             let e = entry.clone();
             blocking(move || e.set_desired(false)).await?;
         }
-        if let Some(mut vm) = slot.take() {
+        // The VM stays in its slot until it has stopped: if this call is abandoned half way (the client went away),
+        // the box still holds its VM and a later stop finds it.
+        if let Some(vm) = slot.as_mut() {
             entry.set_state(pb::BoxState::Stopping, "");
             let agent = entry.session.borrow().clone();
             if let Some(mut a) = agent {
-                self.end_executions(&entry.id, &mut a, timeout).await;
+                self.end_executions(&entry.id, &a, timeout).await;
                 // The agent syncs the box's disks and powers off; the VM stop below then only waits.
                 let _ = tokio::time::timeout(SHUTDOWN_RPC_TIMEOUT, a.shutdown(ag::ShutdownRequest {})).await;
             }
             let r = vm.stop(timeout).await;
+            *slot = None;
             entry.session.send_replace(None);
             if let Err(e) = r {
                 entry.set_state(pb::BoxState::Failed, format!("stopping the VM failed: {e}"));
@@ -593,7 +596,7 @@ impl BoxManager {
     /// the stop timeout (at most [`EXEC_TERM_GRACE`]) for them to exit and their pumps to store the rest, then
     /// SIGKILL and up to [`EXEC_KILL_WAIT`] more. Whatever is still unfinished after that ends as lost when the
     /// session goes away, with the output stored so far.
-    async fn end_executions(&self, box_id: &str, agent: &mut Agent, timeout: Duration) {
+    async fn end_executions(&self, box_id: &str, agent: &Agent, timeout: Duration) {
         let running: Vec<Arc<Execution>> = self
             .executions
             .read()
@@ -602,34 +605,40 @@ impl BoxManager {
             .filter(|e| e.meta.box_id == box_id && !e.is_finished())
             .cloned()
             .collect();
-        if running.is_empty() {
-            return;
-        }
         let grace = (timeout / 2).min(EXEC_TERM_GRACE);
+        // Each round is bounded as a whole, whatever the number of executions or an agent that does not answer.
         for (signal, wait) in [("TERM", grace), ("KILL", EXEC_KILL_WAIT)] {
             let left: Vec<&Arc<Execution>> = running.iter().filter(|e| !e.is_finished()).collect();
             if left.is_empty() {
                 return;
             }
             tracing::info!(box_id, signal, executions = left.len(), "stopping the box: ending its executions");
-            for e in &left {
-                let req = ag::SignalRequest { exec_id: e.id().into(), signal: signal.into() };
-                match tokio::time::timeout(EXEC_KILL_WAIT, agent.signal(req)).await {
-                    Ok(Ok(_)) => {}
-                    // It exited meanwhile.
-                    Ok(Err(s)) if s.code() == tonic::Code::FailedPrecondition => {}
-                    // The wait below runs out and the stop goes on.
-                    Ok(Err(s)) => tracing::warn!(box_id, execution = e.id(), "cannot signal: {}", s.message()),
-                    Err(_) => tracing::warn!(box_id, execution = e.id(), "the agent did not answer the signal"),
-                }
+            let round = async {
+                futures::future::join_all(left.iter().map(|e| {
+                    let mut agent = agent.clone();
+                    let req = ag::SignalRequest { exec_id: e.id().into(), signal: signal.into() };
+                    async move {
+                        match agent.signal(req).await {
+                            Ok(_) => {}
+                            // It exited meanwhile.
+                            Err(s) if s.code() == tonic::Code::FailedPrecondition => {}
+                            // The wait runs out and the stop goes on.
+                            Err(s) => tracing::warn!(box_id, execution = e.id(), "cannot signal: {}", s.message()),
+                        }
+                    }
+                }))
+                .await;
+                futures::future::join_all(left.iter().map(|e| {
+                    let mut r = e.subscribe_result();
+                    async move {
+                        let _ = r.wait_for(|r| r.is_some()).await;
+                    }
+                }))
+                .await;
+            };
+            if tokio::time::timeout(wait, round).await.is_err() {
+                tracing::warn!(box_id, signal, "executions still running after {wait:?}");
             }
-            let all_finished = futures::future::join_all(left.iter().map(|e| {
-                let mut r = e.subscribe_result();
-                async move {
-                    let _ = r.wait_for(|r| r.is_some()).await;
-                }
-            }));
-            let _ = tokio::time::timeout(wait, all_finished).await;
         }
     }
 

@@ -236,7 +236,7 @@ impl ExecLog {
 
     /// Whether a segment holding `bytes` of records can take a record with at least one byte of data.
     fn has_room(&self, bytes: u64) -> bool {
-        bytes + HEADER as u64 + 1 <= self.config.segment_bytes
+        bytes + (HEADER as u64) < self.config.segment_bytes
     }
 
     fn enforce_retention(&self, st: &mut State) {

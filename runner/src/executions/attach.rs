@@ -38,13 +38,16 @@ pub fn check_cursor(exec: &Execution, from: u64) -> Result<(), RunnerError> {
 
 /// Sends `attached`, the output from `from`, live output, and finally `exit`. Returns when the execution's output
 /// is complete, or the client went away.
-pub async fn send_output(exec: Arc<Execution>, from: u64, stdin_offset: Option<u64>, tx: EventSender) {
+///
+/// Between output records it also sends `stdin_offset` whenever the process's stdin offset grew (from any writer),
+/// taken from a watch: acknowledging input never waits on this stream, so a stdin writer is never held up by output
+/// the client has not read yet.
+pub async fn send_output(exec: Arc<Execution>, from: u64, tx: EventSender) {
+    let mut stdin = exec.subscribe_stdin();
+    // The value `attached` carries; later ones are sent when they differ (`changed()` in the wait below marks a
+    // value seen without this loop having sent it, so the loop compares values instead).
+    let mut stdin_sent = *stdin.borrow_and_update();
     if tx.send(event(pb::attach_event::Event::Attached(exec.to_proto()))).await.is_err() {
-        return;
-    }
-    if let Some(n) = stdin_offset
-        && tx.send(event(pb::attach_event::Event::StdinOffset(n))).await.is_err()
-    {
         return;
     }
     let mut pos = exec.log.subscribe();
@@ -54,6 +57,15 @@ pub async fn send_output(exec: Arc<Execution>, from: u64, stdin_offset: Option<u
     loop {
         if *gone.borrow_and_update() {
             break;
+        }
+        let stdin_now = *stdin.borrow_and_update();
+        if let Some(n) = stdin_now
+            && stdin_now != stdin_sent
+        {
+            if tx.send(event(pb::attach_event::Event::StdinOffset(n))).await.is_err() {
+                return;
+            }
+            stdin_sent = stdin_now;
         }
         pos.borrow_and_update();
         let result = res.borrow_and_update().clone();
@@ -88,6 +100,7 @@ pub async fn send_output(exec: Arc<Execution>, from: u64, stdin_offset: Option<u
                 c = pos.changed() => if c.is_err() { break },
                 c = res.changed() => if c.is_err() { break },
                 _ = gone.changed() => {}
+                _ = stdin.changed() => {}
                 _ = tx.closed() => return,
             }
             continue;

@@ -127,6 +127,9 @@ pub struct Execution {
     killed: AtomicBool,
     /// The stdin offset after the last write; None until known (after a runner restart it is asked of the agent).
     stdin_offset: tokio::sync::Mutex<Option<u64>>,
+    /// The same offset, readable without waiting for a write in progress (a full pipe can hold one for long), and
+    /// watched by attaches to acknowledge input.
+    stdin_progress: watch::Sender<Option<u64>>,
 }
 
 impl Execution {
@@ -149,6 +152,7 @@ impl Execution {
             gone: watch::channel(false).0,
             killed: AtomicBool::new(false),
             stdin_offset: tokio::sync::Mutex::new(Some(0)),
+            stdin_progress: watch::channel(Some(0)).0,
         }))
     }
 
@@ -168,6 +172,7 @@ impl Execution {
             gone: watch::channel(false).0,
             killed: AtomicBool::new(killed),
             stdin_offset: tokio::sync::Mutex::new(None),
+            stdin_progress: watch::channel(None).0,
         })))
     }
 
@@ -269,18 +274,29 @@ impl Execution {
             .map_err(|s| RunnerError::from_agent("writing stdin", s))?
             .into_inner();
         *current = Some(r.offset);
+        self.stdin_progress.send_replace(Some(r.offset));
         Ok(r.offset)
     }
 
-    /// How many bytes of stdin the process has received (asked of the agent when the runner does not know yet).
+    /// How many bytes of stdin the process has received: the last known value at once, else (after a runner
+    /// restart, before any write) asked of the agent.
     pub async fn stdin_position(&self, agent: &mut Agent) -> Result<u64> {
+        if let Some(n) = *self.stdin_progress.borrow() {
+            return Ok(n);
+        }
         let mut current = self.stdin_offset.lock().await;
         if let Some(c) = *current {
             return Ok(c);
         }
         let at = Self::ask_stdin_offset(self.id(), agent).await?;
         *current = Some(at);
+        self.stdin_progress.send_replace(Some(at));
         Ok(at)
+    }
+
+    /// Follows the stdin offset (None until known).
+    pub fn subscribe_stdin(&self) -> watch::Receiver<Option<u64>> {
+        self.stdin_progress.subscribe()
     }
 
     /// An empty write at 0 returns where the agent's stdin stands.
@@ -311,6 +327,7 @@ impl Execution {
             output_end: pos.end,
             result: result.map(|r| r.to_proto()),
             created_unix_ms: self.meta.created_unix_ms,
+            stdin_offset: if self.meta.stdin { *self.stdin_progress.borrow() } else { None },
         }
     }
 }

@@ -227,15 +227,16 @@ impl Runner for RunnerService {
         let (tx, rx) = mpsc::channel(ATTACH_DEPTH);
         // The input side holds only a weak sender: the response stream ends when the output side is done.
         let weak = tx.downgrade();
-        // Where stdin stands, for a client that resends input after a cut (best effort: a box that is not running
-        // has no agent to ask, and its stdin cannot be written anyway).
-        let stdin_offset = match (exec.meta.stdin && !exec.is_finished(), self.mgr.agent_of(&exec)) {
-            (true, Ok(mut a)) => {
-                tokio::time::timeout(STDIN_OFFSET_TIMEOUT, exec.stdin_position(&mut a)).await.ok().and_then(|r| r.ok())
-            }
-            _ => None,
-        };
-        tokio::spawn(attach::send_output(exec.clone(), start.from_cursor, stdin_offset, tx));
+        // Where stdin stands goes into `attached`, for a client that resends input after a cut. Known at once
+        // unless the runner restarted since the last write; then the agent is asked (best effort: a box that is not
+        // running has no agent to ask, and its stdin cannot be written anyway).
+        if exec.meta.stdin
+            && !exec.is_finished()
+            && let Ok(mut a) = self.mgr.agent_of(&exec)
+        {
+            let _ = tokio::time::timeout(STDIN_OFFSET_TIMEOUT, exec.stdin_position(&mut a)).await;
+        }
+        tokio::spawn(attach::send_output(exec.clone(), start.from_cursor, tx));
         let mgr = self.mgr.clone();
         tokio::spawn(async move {
             // stdin is written in order (a full pipe may hold a write); signals and resizes run beside it, so a
@@ -245,21 +246,13 @@ impl Runner for RunnerService {
             tokio::spawn(async move {
                 while let Some(s) = stdin_rx.recv().await {
                     let r = match m.agent_of(&x) {
-                        Ok(mut a) => x.write_stdin(&mut a, s.data, s.eof, s.offset).await,
+                        Ok(mut a) => x.write_stdin(&mut a, s.data, s.eof, s.offset).await.map(|_| ()),
                         Err(e) => Err(e),
                     };
-                    match r {
-                        // Acknowledge: the client may forget input below this offset.
-                        Ok(n) => {
-                            if let Some(tx) = w.upgrade() {
-                                let ack = pb::AttachEvent { event: Some(pb::attach_event::Event::StdinOffset(n)) };
-                                let _ = tx.send(Ok(ack)).await;
-                            }
-                        }
-                        Err(e) => {
-                            report(&x, &w, e).await;
-                            return;
-                        }
+                    // Acknowledgements go out through the execution's stdin watch (see attach::send_output).
+                    if let Err(e) = r {
+                        report(&x, &w, e).await;
+                        return;
                     }
                 }
             });

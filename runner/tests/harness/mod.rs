@@ -187,7 +187,12 @@ pub struct Reassembled {
 impl Reassembled {
     pub fn apply(&mut self, ev: pb::AttachEvent) {
         match ev.event.expect("an event") {
-            Event::Attached(_) => self.attached += 1,
+            Event::Attached(x) => {
+                self.attached += 1;
+                if x.stdin_offset.is_some() {
+                    self.stdin_offset = x.stdin_offset;
+                }
+            }
             Event::Output(o) => {
                 assert_eq!(o.cursor, self.cursor, "output record out of order: a byte was lost or duplicated");
                 self.cursor += o.data.len() as u64;
