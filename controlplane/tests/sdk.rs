@@ -208,6 +208,41 @@ async fn writing_everything_before_reading_does_not_wedge_the_attach() {
     assert!(out == input, "cat's output differs from its input");
 }
 
+/// A runner error on the attach (stdin to an execution started without it) reaches the client with its code,
+/// instead of looking like a cut; input after `close_stdin` is refused by the SDK itself.
+#[tokio::test(flavor = "multi_thread")]
+async fn attach_errors_reach_the_client_with_their_code() {
+    let s = Stack::start(&[("r1", 4)]).await;
+    let (_, api) = s.admin.org("alpha").await;
+    let c = Client::new(&s.cp.api, &api.key).unwrap();
+    let b = c.create_box(&CreateBox::default()).await.unwrap();
+    let x = c.exec(&b.id, &ExecRequest::new(["sleep", "30"])).await.unwrap();
+    let mut attach = c.attach(&b.id, &x.id, 0);
+    attach.send_stdin(b"not wanted").await.unwrap();
+    let err = match tokio::time::timeout(Duration::from_secs(30), attach.next()).await.expect("no answer") {
+        Some(Ok(ev)) => panic!("unexpected event {ev:?}"),
+        Some(Err(e)) => e,
+        None => panic!("the attach ended without the error"),
+    };
+    assert_eq!(err.code(), Some("failed_precondition"), "{err}");
+    assert!(err.to_string().contains("without stdin"), "{err}");
+
+    let mut req = ExecRequest::new(["cat"]);
+    req.stdin = true;
+    let x = c.exec(&b.id, &req).await.unwrap();
+    let mut attach = c.attach(&b.id, &x.id, 0);
+    attach.send_stdin(b"last words\n").await.unwrap();
+    attach.close_stdin().await.unwrap();
+    assert!(attach.send_stdin(b"more").await.is_err(), "input after close_stdin must be refused");
+    let mut out = Vec::new();
+    while let Some(ev) = attach.next().await {
+        if let Event::Output { data, .. } = ev.unwrap() {
+            out.extend_from_slice(&data);
+        }
+    }
+    assert_eq!(out, b"last words\n");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn an_attach_gives_up_with_a_clear_error_after_its_retries() {
     // Nothing listens there.

@@ -31,6 +31,8 @@ struct Conn {
     stream: futures::stream::SplitStream<Ws>,
     /// Each item is sent as a unit (an offset declaration and its input frame go together).
     tx: tokio::sync::mpsc::Sender<Vec<Message>>,
+    /// Aborted when the connection is given up after a cut (after the exit it closes the socket by itself).
+    writer: tokio::task::JoinHandle<()>,
 }
 
 /// Messages queued per connection before a sender waits.
@@ -40,7 +42,7 @@ impl Conn {
     fn new(ws: Ws) -> Self {
         let (mut sink, stream) = ws.split();
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<Message>>(WRITE_QUEUE);
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             while let Some(batch) = rx.recv().await {
                 for m in batch {
                     if sink.send(m).await.is_err() {
@@ -51,7 +53,7 @@ impl Conn {
             }
             let _ = sink.close().await;
         });
-        Conn { stream, tx }
+        Conn { stream, tx, writer }
     }
 }
 
@@ -102,7 +104,13 @@ pub struct Attach {
     /// Reconnections made so far (for observability and tests).
     pub reconnects: u32,
     stdin: StdinBuffer,
+    /// When the next reconnection may start: kept across calls, so that a `next` dropped during its backoff (a
+    /// `select!` that took input) does not start the wait over.
+    next_attempt: Option<tokio::time::Instant>,
 }
+
+/// Input kept while disconnected before `send_stdin` waits for the reconnection (bounds memory).
+const MAX_INPUT_WHILE_CUT: usize = 8 << 20;
 
 /// Input not yet acknowledged, kept for a resend after a cut, and how much of it the current connection has sent.
 #[derive(Default)]
@@ -208,6 +216,7 @@ impl Attach {
             done: false,
             reconnects: 0,
             stdin: StdinBuffer::default(),
+            next_attempt: None,
         }
     }
 
@@ -268,8 +277,13 @@ impl Attach {
                 return Err(Error::AttachGaveUp { attempts: self.failures, cursor: self.cursor, last });
             }
             if self.failures > 0 {
-                let shift = (self.failures - 1).min(16);
-                tokio::time::sleep((self.retry.initial_backoff * (1u32 << shift)).min(self.retry.max_backoff)).await;
+                let at = *self.next_attempt.get_or_insert_with(|| {
+                    let shift = (self.failures - 1).min(16);
+                    tokio::time::Instant::now()
+                        + (self.retry.initial_backoff * (1u32 << shift)).min(self.retry.max_backoff)
+                });
+                tokio::time::sleep_until(at).await;
+                self.next_attempt = None;
                 self.reconnects += 1;
             }
             match self.connect().await {
@@ -385,7 +399,12 @@ impl Attach {
                         }
                         Some("stdin_offset") => {
                             if let Some(n) = v["offset"].as_u64() {
+                                let before = self.stdin.base;
                                 self.stdin.ack(n);
+                                if self.stdin.base > before {
+                                    // Input got through: progress, like output.
+                                    self.failures = 0;
+                                }
                             }
                             continue;
                         }
@@ -406,9 +425,7 @@ impl Attach {
                             let message = v["message"].as_str().unwrap_or("").to_string();
                             if code == "runner_unavailable" || code == "runner_closed" {
                                 // The runner went away: resume from the cursor.
-                                self.ws = None;
-                                self.failures += 1;
-                                self.last = format!("{code}: {message}");
+                                self.drop_connection(format!("{code}: {message}"));
                                 continue;
                             }
                             if code == "invalid_message" {
@@ -422,9 +439,7 @@ impl Attach {
                 }
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                     // Cut: resume from the cursor.
-                    self.ws = None;
-                    self.failures += 1;
-                    self.last = "the connection closed before the exit message".into();
+                    self.drop_connection("the connection closed before the exit message".into());
                 }
                 Some(Ok(_)) => continue,
             }
@@ -448,8 +463,11 @@ impl Attach {
         }
     }
 
+    /// Gives up the current connection after a cut; the next `open` (or `next`) reconnects.
     fn drop_connection(&mut self, why: String) {
-        self.ws = None;
+        if let Some(conn) = self.ws.take() {
+            conn.writer.abort();
+        }
         self.failures += 1;
         self.last = why;
     }
@@ -459,6 +477,9 @@ impl Attach {
     /// sent again on the next connection, which [`Attach::next`] makes (this call does not wait for that), and the
     /// process gets each byte once.
     pub async fn send_stdin(&mut self, data: &[u8]) -> Result<()> {
+        if self.stdin.eof {
+            return Err(Error::Protocol("stdin was closed with close_stdin: no more input can be sent".into()));
+        }
         if !self.input_ready().await? {
             // The server did not say where stdin stands: plain append, not resent.
             return self.send(Message::Binary(bytes::Bytes::copy_from_slice(data))).await;
@@ -486,7 +507,8 @@ impl Attach {
                 message: "the attach has ended (the execution exited, or its retries ran out)".into(),
             });
         }
-        if self.stdin.base.is_none() {
+        // Never connected (where stdin stands is unknown), or cut with much input waiting: reconnect now.
+        if self.stdin.base.is_none() || (self.ws.is_none() && self.stdin.unacked.len() >= MAX_INPUT_WHILE_CUT) {
             self.open().await?;
         }
         Ok(self.stdin.base.is_some())
@@ -507,15 +529,25 @@ impl Attach {
 
     /// Resizes the execution's terminal (connects first if needed).
     pub async fn resize(&mut self, size: TtySize) -> Result<()> {
-        self.open().await?;
         let m = serde_json::json!({"type": "resize", "rows": size.rows, "cols": size.cols}).to_string();
-        self.send(Message::Text(m.into())).await
+        self.send_command(Message::Text(m.into())).await
+    }
+
+    /// Sends a command on a live connection: connects if needed, and once more if the connection turns out to
+    /// have broken.
+    async fn send_command(&mut self, m: Message) -> Result<()> {
+        self.open().await?;
+        if self.send(m.clone()).await.is_ok() {
+            return Ok(());
+        }
+        self.drop_connection("the connection broke while sending a command".into());
+        self.open().await?;
+        self.send(m).await
     }
 
     /// Sends a signal ("INT", "SIGTERM", a number) to the execution's process group (connects first if needed).
     pub async fn signal(&mut self, signal: &str) -> Result<()> {
-        self.open().await?;
         let m = serde_json::json!({"type": "signal", "signal": signal}).to_string();
-        self.send(Message::Text(m.into())).await
+        self.send_command(Message::Text(m.into())).await
     }
 }

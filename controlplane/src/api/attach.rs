@@ -163,6 +163,7 @@ async fn bridge(
     // client to read (a client that writes a lot before reading must not wedge both directions).
     let (notes_tx, mut notes) = mpsc::channel::<Message>(4);
     let mut reader = tokio::spawn(forward_input(stream, tx, notes_tx));
+    let mut reading = true;
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
     let mut touch = tokio::time::interval(TOUCH_EVERY);
@@ -205,8 +206,15 @@ async fn bridge(
             },
             // Answers about the client's own messages (e.g. one the server does not understand).
             Some(note) = notes.recv() => note,
-            // The client closed the WebSocket (or it broke): detach.
-            _ = &mut reader => break,
+            // The client closed the WebSocket (or it broke): detach. If instead the runner stopped taking input
+            // (it ended the stream after an exit or an error), what it sent before is still passed on.
+            ended = &mut reader, if reading => {
+                if matches!(ended, Ok(InputEnded::Client) | Err(_)) {
+                    break;
+                }
+                reading = false;
+                continue;
+            }
             _ = ping.tick() => Message::Ping(Default::default()),
             _ = touch.tick() => {
                 let _ = boxes::touch(&st.db, box_id).await;
@@ -220,19 +228,27 @@ async fn bridge(
     reader.abort();
 }
 
+/// Why [`forward_input`] returned.
+enum InputEnded {
+    /// The client closed the WebSocket or it broke.
+    Client,
+    /// The runner no longer takes input (its Attach stream is ending).
+    Runner,
+}
+
 /// Reads the client's messages and forwards them to the runner: binary frames are stdin (at the declared offset,
-/// if the client declared one), text frames are JSON commands. Returns when the client closes or goes away.
+/// if the client declared one), text frames are JSON commands.
 async fn forward_input(
     mut stream: futures::stream::SplitStream<WebSocket>,
     tx: mpsc::Sender<pb::AttachRequest>,
     notes: mpsc::Sender<Message>,
-) {
+) -> InputEnded {
     use futures::StreamExt;
     // Where the next binary stdin frame goes, once the client has declared it (None: append).
     let mut stdin_at: Option<u64> = None;
     while let Some(m) = stream.next().await {
         let req = match m {
-            Err(_) | Ok(Message::Close(_)) => return,
+            Err(_) | Ok(Message::Close(_)) => return InputEnded::Client,
             Ok(Message::Binary(data)) => {
                 let offset = stdin_at;
                 if let Some(at) = stdin_at.as_mut() {
@@ -254,16 +270,16 @@ async fn forward_input(
                     let note = text(
                         json!({"type": "error", "code": "invalid_message", "message": format!("unknown client message: {e}")}),
                     );
-                    if notes.send(note).await.is_err() {
-                        return;
-                    }
+                    // Best effort: a client that does not read is not waited for.
+                    let _ = notes.try_send(note);
                     continue;
                 }
             },
             Ok(_) => continue,
         };
         if tx.send(pb::AttachRequest { msg: Some(req) }).await.is_err() {
-            return;
+            return InputEnded::Runner;
         }
     }
+    InputEnded::Client
 }
