@@ -42,19 +42,10 @@ enum Cmd {
     Run(RunArgs),
     /// Run a command in an existing box and stream its output.
     Exec {
-        /// Keep stdin open and forward this terminal's input.
-        #[arg(short = 'i', long)]
-        interactive: bool,
-        /// Run on a pseudo-terminal.
-        #[arg(short = 't', long)]
-        tty: bool,
+        #[command(flatten)]
+        process: ProcessArgs,
         box_id: String,
-        #[arg(short = 'e', long = "env", value_parser = parse_kv)]
-        env: Vec<(String, String)>,
-        #[arg(short = 'w', long)]
-        workdir: Option<String>,
-        #[arg(short = 'u', long)]
-        user: Option<String>,
+        /// The command (after --).
         #[arg(last = true)]
         command: Vec<String>,
     },
@@ -154,11 +145,9 @@ enum DevCmd {
     Status(dev::DevArgs),
 }
 
+/// How a command runs: shared by `run` and `exec`.
 #[derive(clap::Args)]
-struct RunArgs {
-    /// Delete the box when the command ends.
-    #[arg(long)]
-    rm: bool,
+struct ProcessArgs {
     /// Keep stdin open and forward this terminal's input.
     #[arg(short = 'i', long)]
     interactive: bool,
@@ -174,6 +163,43 @@ struct RunArgs {
     /// User (a name in the box, uid, or uid:gid).
     #[arg(short = 'u', long)]
     user: Option<String>,
+}
+
+impl ProcessArgs {
+    /// The execution request for `command` with these settings.
+    fn request(&self, command: Vec<String>) -> ExecRequest {
+        ExecRequest {
+            command,
+            env: self.env.iter().cloned().collect::<BTreeMap<_, _>>(),
+            working_dir: self.workdir.clone(),
+            user: self.user.clone(),
+            stdin: self.interactive,
+            tty: self.tty.then(|| term::size().unwrap_or(boxyard::TtySize { rows: 24, cols: 80 })),
+            ..Default::default()
+        }
+    }
+
+    /// Starts `req` in the box and follows it on this terminal until it ends; returns the exit code to use.
+    /// `announce`: print the execution id first (for `logs`/`attach` later) unless the terminal is taken over.
+    async fn run(&self, c: &Client, box_id: &str, req: &ExecRequest, announce: bool) -> anyhow::Result<i32> {
+        let x = c.exec(box_id, req).await?;
+        if self.interactive || self.tty {
+            return term::interactive(c.attach(box_id, &x.id, 0), self.interactive, self.tty).await;
+        }
+        if announce {
+            eprintln!("boxyard: execution {}", x.id);
+        }
+        stream(c, box_id, &x.id, 0).await
+    }
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Delete the box when the command ends.
+    #[arg(long)]
+    rm: bool,
+    #[command(flatten)]
+    process: ProcessArgs,
     #[arg(long)]
     cpus: Option<i64>,
     /// Memory: 512 (MiB), 512M, 2G, 2GiB.
@@ -239,24 +265,8 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
                     ..Default::default()
                 })
                 .await?;
-            let req = ExecRequest {
-                command: r.command,
-                env: r.env.into_iter().collect::<BTreeMap<_, _>>(),
-                working_dir: r.workdir,
-                user: r.user,
-                stdin: r.interactive,
-                tty: if r.tty { Some(term::size().unwrap_or(boxyard::TtySize { rows: 24, cols: 80 })) } else { None },
-                ..Default::default()
-            };
-            let result = async {
-                let x = c.exec(&b.id, &req).await?;
-                if r.interactive || r.tty {
-                    term::interactive(c.attach(&b.id, &x.id, 0), r.interactive, r.tty).await
-                } else {
-                    stream(&c, &b.id, &x.id, 0).await
-                }
-            }
-            .await;
+            let req = r.process.request(r.command);
+            let result = r.process.run(&c, &b.id, &req, false).await;
             if r.rm {
                 if let Err(e) = c.delete_box(&b.id).await {
                     eprintln!("boxyard: the box {} was not deleted: {e}", b.id);
@@ -266,23 +276,9 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
             }
             result
         }
-        Cmd::Exec { interactive, tty, box_id, env, workdir, user, command } => {
+        Cmd::Exec { process, box_id, command } => {
             let c = client(profile)?;
-            let req = ExecRequest {
-                command,
-                env: env.into_iter().collect(),
-                working_dir: workdir,
-                user,
-                stdin: interactive,
-                tty: if tty { Some(term::size().unwrap_or(boxyard::TtySize { rows: 24, cols: 80 })) } else { None },
-                ..Default::default()
-            };
-            let x = c.exec(&box_id, &req).await?;
-            if interactive || tty {
-                return term::interactive(c.attach(&box_id, &x.id, 0), interactive, tty).await;
-            }
-            eprintln!("boxyard: execution {}", x.id);
-            stream(&c, &box_id, &x.id, 0).await
+            process.run(&c, &box_id, &process.request(command), true).await
         }
         Cmd::Ls => {
             let c = client(profile)?;

@@ -262,10 +262,7 @@ impl Attach {
     /// arrives (an interactive command waiting for stdin). `next` reconnects through this after a cut.
     pub async fn open(&mut self) -> Result<()> {
         if self.done {
-            return Err(Error::Transport {
-                url: self.url.clone(),
-                message: "the attach has ended (the execution exited, or its retries ran out)".into(),
-            });
+            return Err(self.ended());
         }
         loop {
             if self.ws.is_some() {
@@ -463,6 +460,14 @@ impl Attach {
         }
     }
 
+    /// The error for a call on an attach that is over.
+    fn ended(&self) -> Error {
+        Error::Transport {
+            url: self.url.clone(),
+            message: "the attach has ended (the execution exited, or its retries ran out)".into(),
+        }
+    }
+
     /// Gives up the current connection after a cut; the next `open` (or `next`) reconnects.
     fn drop_connection(&mut self, why: String) {
         if let Some(conn) = self.ws.take() {
@@ -502,10 +507,7 @@ impl Attach {
     /// Connects if the attach never has; whether input goes with offsets (the server said where stdin stands).
     async fn input_ready(&mut self) -> Result<bool> {
         if self.done {
-            return Err(Error::Transport {
-                url: self.url.clone(),
-                message: "the attach has ended (the execution exited, or its retries ran out)".into(),
-            });
+            return Err(self.ended());
         }
         // Never connected (where stdin stands is unknown), or cut with much input waiting: reconnect now.
         if self.stdin.base.is_none() || (self.ws.is_none() && self.stdin.unacked.len() >= MAX_INPUT_WHILE_CUT) {
