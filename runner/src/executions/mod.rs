@@ -125,10 +125,10 @@ pub struct Execution {
     /// Set once the execution is deleted (its box destroyed, or collected): attaches end.
     gone: watch::Sender<bool>,
     killed: AtomicBool,
+    /// Serializes stdin writes (a full pipe can hold one for long).
+    stdin_lock: tokio::sync::Mutex<()>,
     /// The stdin offset after the last write; None until known (after a runner restart it is asked of the agent).
-    stdin_offset: tokio::sync::Mutex<Option<u64>>,
-    /// The same offset, readable without waiting for a write in progress (a full pipe can hold one for long), and
-    /// watched by attaches to acknowledge input.
+    /// Readable without waiting for a write in progress, and watched by attaches to acknowledge input.
     stdin_progress: watch::Sender<Option<u64>>,
 }
 
@@ -151,7 +151,7 @@ impl Execution {
             finish_lock: std::sync::Mutex::new(()),
             gone: watch::channel(false).0,
             killed: AtomicBool::new(false),
-            stdin_offset: tokio::sync::Mutex::new(Some(0)),
+            stdin_lock: tokio::sync::Mutex::new(()),
             stdin_progress: watch::channel(Some(0)).0,
         }))
     }
@@ -171,7 +171,7 @@ impl Execution {
             finish_lock: std::sync::Mutex::new(()),
             gone: watch::channel(false).0,
             killed: AtomicBool::new(killed),
-            stdin_offset: tokio::sync::Mutex::new(None),
+            stdin_lock: tokio::sync::Mutex::new(()),
             stdin_progress: watch::channel(None).0,
         })))
     }
@@ -262,8 +262,9 @@ impl Execution {
                 self.id()
             )));
         }
-        let mut current = self.stdin_offset.lock().await;
-        let at = match (offset, *current) {
+        let _writing = self.stdin_lock.lock().await;
+        let current = *self.stdin_progress.borrow();
+        let at = match (offset, current) {
             (Some(o), _) => o,
             (None, Some(c)) => c,
             (None, None) => Self::ask_stdin_offset(self.id(), agent).await?,
@@ -273,7 +274,6 @@ impl Execution {
             .await
             .map_err(|s| RunnerError::from_agent("writing stdin", s))?
             .into_inner();
-        *current = Some(r.offset);
         self.stdin_progress.send_replace(Some(r.offset));
         Ok(r.offset)
     }
@@ -284,12 +284,11 @@ impl Execution {
         if let Some(n) = *self.stdin_progress.borrow() {
             return Ok(n);
         }
-        let mut current = self.stdin_offset.lock().await;
-        if let Some(c) = *current {
+        let _writing = self.stdin_lock.lock().await;
+        if let Some(c) = *self.stdin_progress.borrow() {
             return Ok(c);
         }
         let at = Self::ask_stdin_offset(self.id(), agent).await?;
-        *current = Some(at);
         self.stdin_progress.send_replace(Some(at));
         Ok(at)
     }
