@@ -66,9 +66,9 @@ async fn bench_scheduler() {
             .execute(&pool)
             .await
             .unwrap();
-            ids.push(id);
+            ids.push(boxyard_controlplane::store::boxes::load(&pool, id).await.unwrap().unwrap());
         }
-        let chunks: Vec<Vec<Uuid>> = ids.chunks(n / concurrency).map(|c| c.to_vec()).collect();
+        let chunks: Vec<Vec<_>> = ids.chunks(n / concurrency).map(|c| c.to_vec()).collect();
         let start = Instant::now();
         let mut tasks = Vec::new();
         for chunk in chunks {
@@ -76,12 +76,12 @@ async fn bench_scheduler() {
             tasks.push(tokio::spawn(async move {
                 let mut lat = Vec::new();
                 let d = scheduler::Demand { vcpus: 1, memory_mib: 512, selector: json!({"zone": "a"}), snapshot: None };
-                for id in chunk {
+                for b in chunk {
                     let t = Instant::now();
                     let cands = scheduler::candidates(&pool, &cfg, &d, &[]).await.unwrap();
                     let mut placed = false;
                     for c in cands {
-                        if scheduler::reserve(&pool, &cfg, id, c.id, &d, false).await.unwrap() {
+                        if scheduler::reserve(&pool, &cfg, &b, c.id, &d, false).await.unwrap().is_some() {
                             placed = true;
                             break;
                         }

@@ -55,6 +55,12 @@ pub struct Config {
     pub placement_attempts: usize,
     /// How long a runner gets to create and boot a box.
     pub create_timeout: Duration,
+    /// The deadline of every other call to a runner (reads, executions, signals, files' first answer). A runner
+    /// that does not answer in time: reads answer from the stored record (marked stale), writes answer
+    /// `503 runner_unavailable` with `retry_after`.
+    pub runner_call_timeout: Duration,
+    /// How long a runner gets to stop a box (its guest powers off, its executions end).
+    pub stop_timeout: Duration,
     /// Finished execution records (and deleted boxes) are kept this long.
     pub record_retention: Duration,
     /// Idempotency keys are remembered this long.
@@ -79,6 +85,8 @@ impl Default for Config {
             memory_overcommit: 1.0,
             placement_attempts: 3,
             create_timeout: Duration::from_secs(180),
+            runner_call_timeout: Duration::from_secs(5),
+            stop_timeout: Duration::from_secs(60),
             record_retention: Duration::from_secs(7 * 24 * 3600),
             idempotency_ttl: Duration::from_secs(24 * 3600),
             default_quota: Quota::default(),

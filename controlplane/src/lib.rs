@@ -2,7 +2,8 @@
 //!
 //! - [`api`]: the REST + WebSocket API gateway (`/v1`) and its OpenAPI document;
 //! - [`auth`]: API keys, join tokens, runner credentials; the request principal;
-//! - [`boxes`] and [`executions`]: lifecycle operations shared by the API and the reconciler;
+//! - [`lifecycle`]: the box and execution state machines and every lifecycle operation (the API handlers, the
+//!   reconciler and the registry all go through it); [`store`]: every statement on boxes and executions;
 //! - [`snapshots`]: snapshot registration, image upload to S3, name resolution;
 //! - [`scheduler`]: runner selection and atomic capacity reservation;
 //! - [`registry`]: the gRPC service runners register with and send heartbeats to;
@@ -21,11 +22,10 @@ macro_rules! sql {
 pub mod api;
 pub mod auth;
 pub mod bench;
-pub mod boxes;
 pub mod config;
 pub mod db;
 pub mod error;
-pub mod executions;
+pub mod lifecycle;
 pub mod metrics;
 pub mod reconciler;
 pub mod registry;
@@ -33,5 +33,6 @@ pub mod runners;
 pub mod scheduler;
 pub mod snapshots;
 pub mod state;
+pub mod store;
 
 pub use boxyard_telemetry as telemetry;

@@ -103,6 +103,14 @@ struct ServeArgs {
     /// Finished executions and deleted boxes are kept this long.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "7days")]
     record_retention: Duration,
+    /// Deadline of a call to a runner (other than creating, starting and stopping a box). A runner that does not
+    /// answer in time: reads answer from the stored record (header `x-boxyard-stale`), writes answer
+    /// 503 runner_unavailable with retry_after.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    runner_call_timeout: Duration,
+    /// How long a runner gets to create and boot a box (a snapshot pull included).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "3m")]
+    create_timeout: Duration,
     /// The snapshot bucket (runners must be given the same one).
     #[command(flatten)]
     s3: boxyard_snapshot::s3::S3Args,
@@ -161,6 +169,8 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         memory_overcommit: a.memory_overcommit,
         placement_attempts: a.placement_attempts.max(1),
         record_retention: a.record_retention,
+        runner_call_timeout: a.runner_call_timeout,
+        create_timeout: a.create_timeout,
         ..Config::default()
     };
     let pool = db::connect(&a.db.database_url, a.db.db_max_connections, a.db.db_wait).await?;

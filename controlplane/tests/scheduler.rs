@@ -5,6 +5,7 @@ mod harness;
 
 use boxyard_controlplane::config::{Config, Quota};
 use boxyard_controlplane::scheduler::{self, Demand, ScheduleError};
+use boxyard_controlplane::store::boxes::BoxRow;
 use boxyard_controlplane::{db, state::AppState};
 use harness::Pg;
 use serde_json::json;
@@ -34,7 +35,7 @@ async fn runner(pool: &sqlx::PgPool, name: &str, vcpus: i32, mem: i64, labels: s
     id
 }
 
-async fn pending_box(pool: &sqlx::PgPool, org: Uuid, vcpus: i32) -> Uuid {
+async fn pending_box(pool: &sqlx::PgPool, org: Uuid, vcpus: i32) -> BoxRow {
     let id = Uuid::now_v7();
     sqlx::query(
         "INSERT INTO boxes (id, org_id, vcpus, memory_mib, disk_mib, state, desired_state)
@@ -46,7 +47,7 @@ async fn pending_box(pool: &sqlx::PgPool, org: Uuid, vcpus: i32) -> Uuid {
     .execute(pool)
     .await
     .unwrap();
-    id
+    boxyard_controlplane::store::boxes::load(pool, id).await.unwrap().unwrap()
 }
 
 fn demand(vcpus: i32) -> Demand {
@@ -69,8 +70,9 @@ async fn concurrent_reservations_never_exceed_capacity() {
     let mut tasks = Vec::new();
     for b in boxes {
         let (pool, cfg) = (pool.clone(), cfg.clone());
-        tasks
-            .push(tokio::spawn(async move { scheduler::reserve(&pool, &cfg, b, r, &demand(1), false).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            scheduler::reserve(&pool, &cfg, &b, r, &demand(1), false).await.unwrap().is_some()
+        }));
     }
     let mut ok = 0;
     for t in tasks {
@@ -106,7 +108,7 @@ async fn filtering_and_scoring() {
     assert!(matches!(scheduler::candidates(&pool, cfg, &d, &[]).await, Err(ScheduleError::NoRunnerMatches(_))));
     // Capacity filter and the most free runner first (gpu is half used).
     let used = pending_box(&pool, org, 2).await;
-    assert!(scheduler::reserve(&pool, cfg, used, gpu, &demand(2), false).await.unwrap());
+    assert!(scheduler::reserve(&pool, cfg, &used, gpu, &demand(2), false).await.unwrap().is_some());
     let c = scheduler::candidates(&pool, cfg, &demand(3), &[]).await.unwrap();
     assert_eq!(c[0].id, big);
     assert!(!c.iter().any(|c| c.id == small));
@@ -116,7 +118,7 @@ async fn filtering_and_scoring() {
     let c = scheduler::candidates(&pool, cfg, &demand(1), &[]).await.unwrap();
     assert!(!c.iter().any(|c| c.id == big));
     let b = pending_box(&pool, org, 1).await;
-    assert!(!scheduler::reserve(&pool, cfg, b, big, &demand(1), false).await.unwrap());
+    assert!(scheduler::reserve(&pool, cfg, &b, big, &demand(1), false).await.unwrap().is_none());
     // Boxes that boot from a snapshot go only to runners with a snapshot store.
     let snap = Demand { snapshot: Some(format!("sha256:{}", "a".repeat(64))), ..demand(1) };
     assert!(matches!(scheduler::candidates(&pool, cfg, &snap, &[]).await, Err(ScheduleError::NoRunnerMatches(_))));

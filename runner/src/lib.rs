@@ -28,4 +28,5 @@ pub mod registration;
 pub mod service;
 pub mod snapshots;
 pub mod store;
+pub mod version;
 pub mod vm;

@@ -352,22 +352,14 @@ pub async fn delete_runner(State(st): State<AppState>, p: Principal, Path(rid): 
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| ApiError::not_found("runner", rid))?;
-    let active: i64 = sqlx::query_scalar(
-        "SELECT count(*) FROM boxes WHERE runner_id = $1 AND deleted_at IS NULL AND state <> 'lost'",
-    )
-    .bind(rid)
-    .fetch_one(&mut *tx)
-    .await?;
+    let active = crate::store::boxes::count_unlost_on(&mut tx, rid).await?;
     if active > 0 {
         return Err(ApiError::conflict(
             "runner_in_use",
             format!("runner {name} still has {active} boxes; drain it and wait for them to end, or delete them"),
         ));
     }
-    sqlx::query("UPDATE boxes SET runner_id = NULL, reserved = false WHERE runner_id = $1")
-        .bind(rid)
-        .execute(&mut *tx)
-        .await?;
+    crate::store::boxes::detach_runner(&mut tx, rid).await?;
     sqlx::query("DELETE FROM runners WHERE id = $1").bind(rid).execute(&mut *tx).await?;
     audit(&mut *tx, Some(p.key_id), Some(p.org_id), "runner.delete", &name, serde_json::json!({"runner_id": rid}))
         .await?;

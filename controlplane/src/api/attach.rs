@@ -23,16 +23,14 @@ use boxyard_proto::runner as pb;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
-use tokio_stream::wrappers::ReceiverStream;
 use tonic::Streaming;
 use uuid::Uuid;
 
 use super::extract::{Query, id};
 use super::model::AttachParams;
 use crate::auth::Principal;
-use crate::boxes;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::executions;
+use crate::lifecycle::{boxes, executions, streams};
 use crate::state::AppState;
 
 /// Ping interval on idle connections (keeps proxies from closing them; a dead peer is noticed).
@@ -73,51 +71,20 @@ pub async fn attach(
     let ws = ws.map_err(|e| {
         ApiError::bad_request("websocket_required", format!("attach is a WebSocket endpoint: {}", e.body_text()))
     })?;
-    let runner = match (b.runner_id, b.state.as_str()) {
-        (Some(r), "running" | "stopping" | "stopped") => r,
-        (_, s) => {
-            return Err(ApiError::conflict(
-                "box_not_running",
-                format!("box {} is {s}; its output is on a runner that cannot be reached", b.id),
-            ));
-        }
-    };
-    let (_, mut client) = st.runners.for_runner(&st.db, runner).await?;
-    let (tx, rx) = mpsc::channel::<pb::AttachRequest>(16);
-    let start = pb::AttachRequest {
-        msg: Some(pb::attach_request::Msg::Start(pb::AttachStart {
-            execution_id: x.id.to_string(),
-            from_cursor: q.cursor.unwrap_or(0),
-        })),
-    };
-    tx.send(start).await.expect("the channel is open and empty");
-    let mut events = client.attach(ReceiverStream::new(rx)).await.map_err(cursor_error)?.into_inner();
-    // The runner answers `attached` first, or an error (bad cursor, unknown execution).
-    // For an execution with stdin, `attached` says where stdin stands (when the runner could tell).
-    let stdin_offset = match events.message().await.map_err(cursor_error)? {
-        Some(pb::AttachEvent { event: Some(pb::attach_event::Event::Attached(x)) }) => x.stdin_offset,
-        other => return Err(ApiError::internal(format!("the runner opened the attach with {other:?}"))),
-    };
+    let streams::OpenAttach { events, input: tx, stdin_offset } =
+        streams::open_attach(&st, &b, &x, q.cursor.unwrap_or(0)).await?;
     let box_id = b.id;
     let mut resp = ws.on_upgrade(move |socket| async move {
         st.metrics.attaches.inc();
-        let _ = boxes::touch(&st.db, box_id).await;
+        boxes::touch(&st, box_id).await;
         bridge(&st, box_id, socket, events, tx).await;
-        let _ = boxes::touch(&st.db, box_id).await;
+        boxes::touch(&st, box_id).await;
         st.metrics.attaches.dec();
     });
     if let Some(n) = stdin_offset {
         resp.headers_mut().insert(STDIN_OFFSET_HEADER, n.into());
     }
     Ok(resp)
-}
-
-fn cursor_error(s: tonic::Status) -> ApiError {
-    if s.code() == tonic::Code::OutOfRange {
-        ApiError::bad_request("invalid_cursor", s.message().to_string())
-    } else {
-        s.into()
-    }
 }
 
 fn text(v: serde_json::Value) -> Message {
@@ -217,7 +184,7 @@ async fn bridge(
             }
             _ = ping.tick() => Message::Ping(Default::default()),
             _ = touch.tick() => {
-                let _ = boxes::touch(&st.db, box_id).await;
+                boxes::touch(st, box_id).await;
                 continue;
             }
         };

@@ -10,9 +10,11 @@ use super::extract::{Body, Query, id};
 use super::idempotency;
 use super::model::*;
 use crate::auth::Principal;
-use crate::boxes::{self, NewBox, SELECT_BOX};
 use crate::error::{ApiError, ApiResult, ErrorBody};
+use crate::lifecycle::boxes::{self, NewBox};
+use crate::lifecycle::machine::BoxState;
 use crate::state::AppState;
+use crate::store::boxes::{self as store, NewBoxRow};
 
 pub const MAX_VCPUS: i64 = 256;
 pub const MAX_MEMORY_MIB: i64 = 1 << 20;
@@ -62,17 +64,20 @@ async fn validate(st: &AppState, org: uuid::Uuid, c: CreateBox) -> ApiResult<New
     let mut env = snapshot_row.as_ref().map(|s| s.metadata.env.clone()).unwrap_or_default();
     env.extend(c.env.clone());
     Ok(NewBox {
-        name: c.name,
-        snapshot: c.snapshot,
-        snapshot_row,
-        vcpus: range("vcpus", c.vcpus, cfg.default_vcpus.into(), 1, MAX_VCPUS)? as i32,
-        memory_mib: range("memory_mib", c.memory_mib, cfg.default_memory_mib as i64, 64, MAX_MEMORY_MIB)?,
-        disk_mib: range("disk_mib", c.disk_mib, cfg.default_disk_mib as i64, 64, MAX_DISK_MIB)?,
-        env,
-        labels: c.labels,
-        runner_selector: c.runner_selector,
-        auto_stop_seconds: secs("auto_stop_seconds", c.auto_stop_seconds)?,
-        ttl_seconds: secs("ttl_seconds", c.ttl_seconds)?,
+        row: NewBoxRow {
+            name: c.name,
+            snapshot: c.snapshot,
+            snapshot_id: snapshot_row.as_ref().map(|s| s.id),
+            snapshot_digest: snapshot_row.as_ref().and_then(|s| s.digest.clone()),
+            vcpus: range("vcpus", c.vcpus, cfg.default_vcpus.into(), 1, MAX_VCPUS)? as i32,
+            memory_mib: range("memory_mib", c.memory_mib, cfg.default_memory_mib as i64, 64, MAX_MEMORY_MIB)?,
+            disk_mib: range("disk_mib", c.disk_mib, cfg.default_disk_mib as i64, 64, MAX_DISK_MIB)?,
+            env,
+            labels: c.labels,
+            runner_selector: c.runner_selector,
+            auto_stop_seconds: secs("auto_stop_seconds", c.auto_stop_seconds)?,
+            ttl_seconds: secs("ttl_seconds", c.ttl_seconds)?,
+        },
     })
 }
 
@@ -109,16 +114,8 @@ pub async fn create(
         }
         match boxes::place(&st2, &row).await {
             Ok(b) => Ok((StatusCode::CREATED, BoxView::from(b))),
-            Err(e) => {
-                // The create failed as a whole: the box does not stay behind.
-                let _ = sqlx::query(
-                    "UPDATE boxes SET deleted_at = now(), destroyed_at = now(), desired_state = 'deleted' WHERE id = $1",
-                )
-                .bind(row.id)
-                .execute(&st2.db)
-                .await;
-                Err(e)
-            }
+            // The create failed as a whole: the box does not stay behind.
+            Err(e) => Err(boxes::discard_failed_create(&st2, row.id, e).await),
         }
     })
     .await
@@ -133,33 +130,18 @@ pub async fn list(
     Query(q): Query<ListParams>,
 ) -> ApiResult<axum::Json<BoxList>> {
     let limit = range("limit", q.limit, 50, 1, 200)?;
-    const STATES: [&str; 7] = ["pending", "starting", "running", "stopping", "stopped", "error", "lost"];
-    if let Some(s) = &q.state
-        && !STATES.contains(&s.as_str())
-    {
-        return Err(ApiError::invalid(format!("state {s:?} is not one of {}", STATES.join(", "))));
-    }
+    let state = match &q.state {
+        Some(s) => Some(s.parse::<BoxState>().map_err(|e| ApiError::invalid(e.to_string()))?),
+        None => None,
+    };
     let after = super::page_start(&q.cursor)?;
     let label = match &q.label {
         Some(l) => {
-            let (k, v) =
-                l.split_once('=').ok_or_else(|| ApiError::bad_request("invalid_query", "label must be key=value"))?;
-            Some(serde_json::json!({ k: v }))
+            Some(l.split_once('=').ok_or_else(|| ApiError::bad_request("invalid_query", "label must be key=value"))?)
         }
         None => None,
     };
-    let rows: Vec<boxes::BoxRow> = sqlx::query_as(sql!(
-        "{SELECT_BOX} WHERE org_id = $1 AND deleted_at IS NULL AND ($2::uuid IS NULL OR id > $2)
-            AND ($3::text IS NULL OR state = $3) AND ($4::jsonb IS NULL OR labels @> $4)
-          ORDER BY id LIMIT $5"
-    ))
-    .bind(p.org_id)
-    .bind(after)
-    .bind(&q.state)
-    .bind(label)
-    .bind(limit + 1)
-    .fetch_all(&st.db)
-    .await?;
+    let rows = store::list(&st.db, p.org_id, after, state, label, limit + 1).await?;
     let (items, next_cursor) =
         super::page(rows.into_iter().map(BoxView::from).collect::<Vec<BoxView>>(), limit, |x| x.id);
     Ok(axum::Json(BoxList { items, next_cursor }))

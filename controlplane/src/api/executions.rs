@@ -1,24 +1,23 @@
 //! `/v1/boxes/{id}/executions` (run, list, get, kill, signal, resize) and `/v1/boxes/{id}/files` (tar upload and
 //! download, streamed both ways).
 
-use std::time::Duration;
-
 use axum::body::Body as HttpBody;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use boxyard_proto::runner as pb;
 use futures::StreamExt;
 
 use super::extract::{Body, Query, id};
 use super::idempotency;
 use super::model::*;
 use crate::auth::Principal;
-use crate::boxes;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::executions::{self, NewExec, SELECT_EXEC};
-use crate::runners::request;
+use crate::lifecycle::executions::{self, NewExec};
+use crate::lifecycle::machine::ExecutionState;
+use crate::lifecycle::{boxes, streams};
 use crate::state::AppState;
+use crate::store::boxes::BoxRow;
+use crate::store::executions::{self as store, ExecRow};
 
 fn validate(c: CreateExecution) -> ApiResult<NewExec> {
     // An empty command means the snapshot's default command (checked when the execution is created).
@@ -92,33 +91,22 @@ pub async fn list(
     Query(q): Query<ExecListParams>,
 ) -> ApiResult<axum::Json<ExecutionList>> {
     let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
-    if let Some(s) = &q.state
-        && !["running", "finished", "lost"].contains(&s.as_str())
-    {
-        return Err(ApiError::invalid(format!("state {s:?} is not one of running, finished, lost")));
-    }
+    let state = match &q.state {
+        Some(s) => Some(s.parse::<ExecutionState>().map_err(|e| ApiError::invalid(e.to_string()))?),
+        None => None,
+    };
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::invalid("limit must be between 1 and 200"));
     }
     let after = super::page_start(&q.cursor)?;
-    let rows: Vec<executions::ExecRow> = sqlx::query_as(sql!(
-        "{SELECT_EXEC} WHERE box_id = $1 AND org_id = $2 AND ($3::uuid IS NULL OR id > $3)
-            AND ($4::text IS NULL OR state = $4) ORDER BY id LIMIT $5"
-    ))
-    .bind(b.id)
-    .bind(p.org_id)
-    .bind(after)
-    .bind(&q.state)
-    .bind(limit + 1)
-    .fetch_all(&st.db)
-    .await?;
+    let rows = store::list(&st.db, p.org_id, b.id, after, state, limit + 1).await?;
     let (items, next_cursor) =
         super::page(rows.into_iter().map(ExecutionView::from).collect::<Vec<ExecutionView>>(), limit, |x| x.id);
     Ok(axum::Json(ExecutionList { items, next_cursor }))
 }
 
-async fn load(st: &AppState, p: &Principal, bid: &str, eid: &str) -> ApiResult<(boxes::BoxRow, executions::ExecRow)> {
+async fn load(st: &AppState, p: &Principal, bid: &str, eid: &str) -> ApiResult<(BoxRow, ExecRow)> {
     let b = boxes::get(st, p.org_id, id(bid, "box")?).await?;
     let x = executions::get(st, &b, id(eid, "execution")?).await?;
     Ok((b, x))
@@ -132,15 +120,18 @@ pub async fn get(
     State(st): State<AppState>,
     p: Principal,
     Path((bid, eid)): Path<(String, String)>,
-) -> ApiResult<axum::Json<ExecutionView>> {
+) -> ApiResult<Response> {
     let (b, x) = load(&st, &p, &bid, &eid).await?;
-    Ok(axum::Json(executions::refresh(&st, &b, x).await?.into()))
+    let r = executions::refresh(&st, &b, x).await?;
+    let mut resp = axum::Json(ExecutionView::from(r.exec)).into_response();
+    if r.stale {
+        resp.headers_mut().insert(STALE_HEADER, header::HeaderValue::from_static("runner-unreachable"));
+    }
+    Ok(resp)
 }
 
-async fn client_for(st: &AppState, b: &boxes::BoxRow) -> ApiResult<crate::runners::Client> {
-    let runner = executions::runner_of(b)?;
-    Ok(st.runners.for_runner(&st.db, runner).await?.1)
-}
+/// Set on a read answered from the stored record because the box's runner did not answer within the deadline.
+pub const STALE_HEADER: &str = "x-boxyard-stale";
 
 /// Kill an execution (SIGKILL to its process group).
 #[utoipa::path(post, path = "/v1/boxes/{id}/executions/{eid}/kill", tag = "executions",
@@ -152,14 +143,7 @@ pub async fn kill(
     Path((bid, eid)): Path<(String, String)>,
 ) -> ApiResult<axum::Json<ExecutionView>> {
     let (b, x) = load(&st, &p, &bid, &eid).await?;
-    if x.state == "running" {
-        let mut c = client_for(&st, &b).await?;
-        let e = c
-            .kill_execution(request(pb::ExecutionRef { execution_id: x.id.to_string() }, Duration::from_secs(30)))
-            .await?;
-        executions::apply(&st.db, e.get_ref()).await?;
-    }
-    Ok(axum::Json(executions::get(&st, &b, x.id).await?.into()))
+    Ok(axum::Json(executions::kill(&st, &b, x).await?.into()))
 }
 
 /// Send a signal to an execution's process group.
@@ -174,17 +158,12 @@ pub async fn signal(
 ) -> ApiResult<StatusCode> {
     let (b, x) = load(&st, &p, &bid, &eid).await?;
     finished_conflict(&x)?;
-    let mut c = client_for(&st, &b).await?;
-    c.signal(request(
-        pb::SignalRequest { execution_id: x.id.to_string(), signal: body.value.signal },
-        Duration::from_secs(10),
-    ))
-    .await?;
+    executions::signal(&st, &b, &x, body.value.signal).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn finished_conflict(x: &executions::ExecRow) -> ApiResult<()> {
-    if x.state != "running" {
+fn finished_conflict(x: &ExecRow) -> ApiResult<()> {
+    if x.state != ExecutionState::Running {
         return Err(ApiError::conflict("execution_finished", format!("execution {} has finished", x.id)));
     }
     Ok(())
@@ -206,12 +185,7 @@ pub async fn resize(
     if t.rows == 0 || t.cols == 0 || t.rows > 10_000 || t.cols > 10_000 {
         return Err(ApiError::invalid("rows and cols must be between 1 and 10000"));
     }
-    let mut c = client_for(&st, &b).await?;
-    c.resize(request(
-        pb::ResizeRequest { execution_id: x.id.to_string(), tty: Some(pb::Tty { rows: t.rows, cols: t.cols }) },
-        Duration::from_secs(10),
-    ))
-    .await?;
+    executions::resize(&st, &b, &x, t.rows, t.cols).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -235,10 +209,6 @@ pub async fn upload(
 ) -> ApiResult<axum::Json<UploadResult>> {
     let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
     check_path(&q.path)?;
-    let mut c = client_for(&st, &b).await?;
-    let box_id = b.id.to_string();
-    let dest = q.path.clone();
-    let mut first = true;
     // A broken upload ends the stream early: the runner sees a truncated archive and fails the upload.
     let chunks = body
         .into_data_stream()
@@ -249,14 +219,9 @@ pub async fn upload(
             futures::future::ready(r.is_ok())
         })
         .filter_map(|r| futures::future::ready(r.ok()))
-        .map(move |data| {
-            let (box_id, dest_dir) =
-                if std::mem::take(&mut first) { (box_id.clone(), dest.clone()) } else { Default::default() };
-            pb::UploadChunk { box_id, dest_dir, data: data.to_vec() }
-        });
-    let r = c.upload_files(chunks).await?.into_inner();
-    boxes::touch(&st.db, b.id).await?;
-    Ok(axum::Json(UploadResult { bytes: r.bytes, entries: r.entries }))
+        .map(|data| data.to_vec());
+    let (bytes, entries) = streams::upload(&st, &b, q.path.clone(), Box::pin(chunks)).await?;
+    Ok(axum::Json(UploadResult { bytes, entries }))
 }
 
 /// Download files: a tar stream of the file or directory at `path`.
@@ -270,15 +235,10 @@ pub async fn download(
 ) -> ApiResult<Response> {
     let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
     check_path(&q.path)?;
-    let mut c = client_for(&st, &b).await?;
-    let mut stream =
-        c.download_files(pb::DownloadRequest { box_id: b.id.to_string(), path: q.path }).await?.into_inner();
-    // The first chunk decides between an HTTP error and a 200.
-    let first = stream.message().await?;
+    let (first, stream) = streams::download(&st, &b, q.path).await?;
     let head = futures::stream::iter(first.map(|c| Ok::<_, std::io::Error>(axum::body::Bytes::from(c.data))));
     let rest = stream.map(|r| {
         r.map(|c| axum::body::Bytes::from(c.data)).map_err(|s| std::io::Error::other(s.message().to_string()))
     });
-    boxes::touch(&st.db, b.id).await?;
     Ok(([(header::CONTENT_TYPE, "application/x-tar")], HttpBody::from_stream(head.chain(rest))).into_response())
 }

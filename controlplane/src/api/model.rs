@@ -8,8 +8,8 @@ use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 use crate::auth::Role;
-use crate::boxes::BoxRow;
-use crate::executions::ExecRow;
+use crate::store::boxes::BoxRow;
+use crate::store::executions::ExecRow;
 
 /// `POST /v1/boxes`. Every field is optional.
 #[derive(Debug, Default, Deserialize, ToSchema)]
@@ -87,8 +87,8 @@ impl From<BoxRow> for BoxView {
             env: b.env.0,
             labels: b.labels.0,
             runner_selector: b.runner_selector.0,
-            state: b.state,
-            desired_state: b.desired_state,
+            state: b.state.to_string(),
+            desired_state: b.desired_state.to_string(),
             reason: b.reason,
             runner_id: b.runner_id,
             auto_stop_seconds: b.auto_stop_seconds,
@@ -200,7 +200,7 @@ impl From<ExecRow> for ExecutionView {
             tty: x.tty,
             stdin: x.stdin,
             timeout_ms: x.timeout_ms,
-            state: x.state,
+            state: x.state.to_string(),
             exit_code: x.exit_code,
             signal: x.signal,
             timed_out: x.timed_out,

@@ -306,17 +306,14 @@ pub async fn delete(State(st): State<AppState>, p: Principal, Path(sid): Path<St
         )
         .retry_after(5));
     }
-    let in_use: i64 = sqlx::query_scalar("SELECT count(*) FROM boxes WHERE snapshot_id = $1 AND deleted_at IS NULL")
-        .bind(s.id)
-        .fetch_one(&mut *tx)
-        .await?;
+    let in_use = crate::store::boxes::count_using_snapshot(&mut tx, s.id).await?;
     if in_use > 0 {
         return Err(ApiError::conflict(
             "snapshot_in_use",
             format!("snapshot {:?} is used by {in_use} boxes; delete them first", s.name),
         ));
     }
-    sqlx::query("UPDATE boxes SET snapshot_id = NULL WHERE snapshot_id = $1").bind(s.id).execute(&mut *tx).await?;
+    crate::store::boxes::unlink_snapshot(&mut tx, s.id).await?;
     sqlx::query("DELETE FROM snapshots WHERE id = $1").bind(s.id).execute(&mut *tx).await?;
     audit(&mut *tx, Some(p.key_id), Some(p.org_id), "snapshot.delete", &s.name, serde_json::json!({"id": s.id}))
         .await?;

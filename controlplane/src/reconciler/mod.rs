@@ -16,8 +16,11 @@ use sqlx::{Connection, PgConnection};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use crate::boxes::{self, BoxRow, SELECT_BOX};
+use crate::lifecycle::boxes;
+use crate::lifecycle::machine::DesiredState;
 use crate::state::AppState;
+use crate::store::boxes as store;
+use crate::store::executions as exec_store;
 
 /// The advisory lock key ("boxyard" reconciler).
 const LOCK_KEY: i64 = 0x626f_7879_6172_6401;
@@ -121,17 +124,10 @@ async fn mark_silent_runners(st: &AppState, leading_for: Duration) -> Result<(),
         tracing::warn!(runner = %name, "runner lost: no heartbeat since {last}");
         let reason =
             format!("runner {name} stopped sending heartbeats (last at {})", last.format("%Y-%m-%dT%H:%M:%SZ"));
-        let ids: Vec<Uuid> = sqlx::query_scalar(
-            "UPDATE boxes SET state = 'lost', reserved = false, reason = $2, updated_at = now()
-              WHERE runner_id = $1 AND deleted_at IS NULL AND state IN ('starting', 'running', 'stopping')
-              RETURNING id",
-        )
-        .bind(id)
-        .bind(&reason)
-        .fetch_all(&st.db)
-        .await?;
-        for b in ids {
-            crate::executions::finish_all(&st.db, b, &reason).await?;
+        for b in store::live_on(&st.db, id).await? {
+            if let Err(e) = boxes::lose(st, &b, &reason).await {
+                tracing::warn!(box_id = %b.id, "cannot mark the box lost (next pass retries): {e}");
+            }
         }
     }
     Ok(())
@@ -140,38 +136,9 @@ async fn mark_silent_runners(st: &AppState, leading_for: Duration) -> Result<(),
 /// Placements whose replica died half way. A box that never ran is placed again from scratch; a stopped box that
 /// was being started again goes back to `stopped` on its runner (its disk is there; the user may start it again).
 async fn place_abandoned(st: &AppState) -> Result<(), sqlx::Error> {
-    let cfg = &st.config;
-    let stale: Vec<BoxRow> = sqlx::query_as(sql!(
-        "{SELECT_BOX} WHERE deleted_at IS NULL AND desired_state = 'running' AND state IN ('pending', 'starting')
-           AND updated_at < now() - make_interval(secs => $1) LIMIT 50"
-    ))
-    .bind(secs(cfg.placement_stale_after))
-    .fetch_all(&st.db)
-    .await?;
-    for b in stale {
-        if b.started_at.is_some() && b.runner_id.is_some() {
-            tracing::info!(box_id = %b.id, "a start of this box was abandoned: back to stopped");
-            sqlx::query(
-                "UPDATE boxes SET state = 'stopped', reserved = false, reason = 'a start was interrupted; start it again',
-                        updated_at = now() WHERE id = $1 AND state IN ('pending', 'starting')",
-            )
-            .bind(b.id)
-            .execute(&st.db)
-            .await?;
-            continue;
-        }
-        tracing::info!(box_id = %b.id, "placing a box whose placement was abandoned");
-        sqlx::query(
-            "UPDATE boxes SET state = 'pending', runner_id = NULL, reserved = false, updated_at = now() WHERE id = $1",
-        )
-        .bind(b.id)
-        .execute(&st.db)
-        .await?;
-        if let Some(row) = boxes::load(&st.db, b.id).await? {
-            let st = st.clone();
-            tokio::spawn(async move {
-                let _ = boxes::place(&st, &row).await;
-            });
+    for b in store::abandoned_placements(&st.db, secs(st.config.placement_stale_after)).await? {
+        if let Err(e) = boxes::recover_abandoned(st, &b).await {
+            tracing::info!(box_id = %b.id, "recovery of an abandoned placement deferred: {e}");
         }
     }
     Ok(())
@@ -179,67 +146,38 @@ async fn place_abandoned(st: &AppState) -> Result<(), sqlx::Error> {
 
 /// Boxes asked to stop, and idle boxes past their auto-stop interval.
 async fn stop_idle_and_requested(st: &AppState) -> Result<(), sqlx::Error> {
-    let to_stop: Vec<(BoxRow, bool)> = sqlx::query_as::<_, BoxRow>(sql!(
-        "{SELECT_BOX} b WHERE deleted_at IS NULL AND state = 'running' AND (desired_state = 'stopped' OR
-            (auto_stop_seconds IS NOT NULL AND last_activity_at < now() - make_interval(secs => auto_stop_seconds)
-             AND NOT EXISTS (SELECT 1 FROM executions e WHERE e.box_id = b.id AND e.state = 'running')))
-          LIMIT 50"
-    ))
-    .fetch_all(&st.db)
-    .await?
-    .into_iter()
-    .map(|b| {
-        let auto = b.desired_state == "running";
-        (b, auto)
-    })
-    .collect();
-    for (b, auto) in to_stop {
+    for b in store::to_stop(&st.db).await? {
+        let auto = b.desired_state == DesiredState::Running;
         let why = if auto {
             format!("auto-stopped after {} s without activity", b.auto_stop_seconds.unwrap_or_default())
         } else {
             "stopped on request".to_string()
         };
         if auto {
-            sqlx::query("UPDATE boxes SET desired_state = 'stopped' WHERE id = $1").bind(b.id).execute(&st.db).await?;
+            store::set_desired(&st.db, b.id, DesiredState::Stopped).await?;
         }
         if let Err(e) = boxes::stop_on_runner(st, &b, &why).await {
             tracing::info!(box_id = %b.id, "stop deferred: {e}");
         }
     }
-
     Ok(())
 }
 
 async fn delete_expired(st: &AppState) -> Result<(), sqlx::Error> {
-    let expired: Vec<BoxRow> = sqlx::query_as(sql!(
-        "{SELECT_BOX} WHERE deleted_at IS NULL AND ttl_seconds IS NOT NULL
-           AND created_at < now() - make_interval(secs => ttl_seconds) LIMIT 50"
-    ))
-    .fetch_all(&st.db)
-    .await?;
-    for b in expired {
+    for b in store::expired(&st.db).await? {
         tracing::info!(box_id = %b.id, "deleting a box past its time-to-live");
         if let Err(e) = boxes::delete(st, &b).await {
             tracing::info!(box_id = %b.id, "delete deferred: {e}");
         }
     }
-
     Ok(())
 }
 
 /// Deleted boxes still on a reachable runner.
 async fn destroy_deleted(st: &AppState) -> Result<(), sqlx::Error> {
-    let undestroyed: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "SELECT b.id, b.runner_id FROM boxes b JOIN runners r ON r.id = b.runner_id
-          WHERE b.deleted_at IS NOT NULL AND b.destroyed_at IS NULL AND r.state = 'ready'
-            AND b.deleted_at < now() - interval '10 seconds' LIMIT 50",
-    )
-    .fetch_all(&st.db)
-    .await?;
-    for (b, r) in undestroyed {
+    for (b, r) in store::undestroyed(&st.db).await? {
         boxes::destroy_on_runner(st, b, r).await;
     }
-
     Ok(())
 }
 
@@ -247,18 +185,8 @@ async fn destroy_deleted(st: &AppState) -> Result<(), sqlx::Error> {
 async fn collect(st: &AppState) -> Result<(), sqlx::Error> {
     let cfg = &st.config;
     let keep = secs(cfg.record_retention);
-    sqlx::query("DELETE FROM executions WHERE state <> 'running' AND finished_at < now() - make_interval(secs => $1)")
-        .bind(keep)
-        .execute(&st.db)
-        .await?;
-    sqlx::query(
-        "DELETE FROM boxes b WHERE deleted_at < now() - make_interval(secs => $1)
-            AND (destroyed_at IS NOT NULL OR runner_id IS NULL
-                 OR EXISTS (SELECT 1 FROM runners r WHERE r.id = b.runner_id AND r.state = 'lost'))",
-    )
-    .bind(keep)
-    .execute(&st.db)
-    .await?;
+    exec_store::collect(&st.db, keep).await?;
+    store::collect(&st.db, keep).await?;
     // Checks of registered objects whose replica died: they would stay `verifying` forever.
     sqlx::query(
         "UPDATE snapshots SET state = 'failed', reason = 'the check of the object was interrupted; register it again',

@@ -5,9 +5,6 @@
 //!   executions up to date from the inventory (a runner that was `lost` and returns gets its boxes back), and answers
 //!   with the boxes the runner must destroy (deleted meanwhile, or unknown here).
 
-use std::collections::{HashMap, HashSet};
-use std::time::Duration;
-
 use boxyard_proto::registry as pb;
 use boxyard_proto::registry::registry_server::{Registry, RegistryServer};
 use boxyard_proto::runner as rpb;
@@ -16,7 +13,6 @@ use tonic::{Request, Response, Status};
 use uuid::Uuid;
 
 use crate::auth;
-use crate::boxes::state_name;
 use crate::state::AppState;
 
 #[derive(Clone)]
@@ -40,6 +36,14 @@ fn db_err(e: sqlx::Error) -> Status {
         Status::unavailable(format!("{}; retrying is safe", api.body.message))
     } else {
         Status::internal(api.body.message)
+    }
+}
+
+fn api_err(e: crate::error::ApiError) -> Status {
+    if e.status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+        Status::unavailable(format!("{}; retrying is safe", e.body.message))
+    } else {
+        Status::internal(e.body.message)
     }
 }
 
@@ -222,7 +226,7 @@ impl Registry for RegistryService {
         if prev_state != "ready" {
             tracing::info!(runner = %name, "runner is back (was {prev_state}); reconciling its boxes");
         }
-        let destroy = reconcile_inventory(st, id, &name, &inv).await.map_err(db_err)?;
+        let destroy = crate::lifecycle::heartbeat::reconcile(st, id, &name, &inv).await.map_err(api_err)?;
         st.metrics.heartbeats.inc();
         Ok(Response::new(pb::HeartbeatResponse {
             destroy_boxes: destroy,
@@ -231,128 +235,4 @@ impl Registry for RegistryService {
             heartbeat_interval_ms: st.config.heartbeat_interval.as_millis() as u64,
         }))
     }
-}
-
-#[derive(sqlx::FromRow)]
-struct Known {
-    id: Uuid,
-    runner_id: Option<Uuid>,
-    state: String,
-    deleted: bool,
-    /// Changed recently: this heartbeat's inventory may predate the change.
-    recent: bool,
-}
-
-/// Brings the boxes and executions of runner `id` in line with its inventory. Returns the boxes it must destroy.
-async fn reconcile_inventory(
-    st: &AppState,
-    id: Uuid,
-    name: &str,
-    inv: &rpb::Inventory,
-) -> Result<Vec<String>, sqlx::Error> {
-    let reported: HashMap<Uuid, &rpb::BoxInfo> =
-        inv.boxes.iter().filter_map(|b| Uuid::parse_str(&b.box_id).ok().map(|u| (u, b))).collect();
-    let mut destroy: Vec<String> =
-        inv.boxes.iter().filter(|b| Uuid::parse_str(&b.box_id).is_err()).map(|b| b.box_id.clone()).collect();
-    let ids: Vec<Uuid> = reported.keys().copied().collect();
-    // An inventory is taken before the heartbeat is sent: a box changed since then (a placement or a start that
-    // finished meanwhile) would be set back to an older state. Changes younger than this are left alone.
-    let grace = (st.config.heartbeat_interval * 2).max(Duration::from_secs(5));
-    let known: Vec<Known> = sqlx::query_as(
-        "SELECT id, runner_id, state, deleted_at IS NOT NULL AS deleted,
-                updated_at > now() - make_interval(secs => $2) AS recent
-           FROM boxes WHERE id = ANY($1)",
-    )
-    .bind(&ids)
-    .bind(grace.as_secs_f64())
-    .fetch_all(&st.db)
-    .await?;
-    let known: HashMap<Uuid, Known> = known.into_iter().map(|k| (k.id, k)).collect();
-    let mut any_running_exec = Vec::new();
-    for (bid, info) in &reported {
-        let k = match known.get(bid) {
-            Some(k) if !k.deleted && k.runner_id == Some(id) => k,
-            _ => {
-                destroy.push(info.box_id.clone());
-                continue;
-            }
-        };
-        let theirs = state_name(info.state());
-        // Placements in flight own their box's state until they finish.
-        if !matches!(k.state.as_str(), "pending" | "starting") && k.state != theirs && !k.recent {
-            let reason = if k.state == "lost" { Some(format!("runner {name} came back")) } else { None };
-            sqlx::query(
-                "UPDATE boxes SET state = $2, reserved = $3, reason = coalesce($4, reason), updated_at = now()
-                  WHERE id = $1 AND deleted_at IS NULL",
-            )
-            .bind(bid)
-            .bind(theirs)
-            .bind(matches!(theirs, "running" | "starting" | "stopping"))
-            .bind(reason)
-            .execute(&st.db)
-            .await?;
-        }
-        for e in &info.executions {
-            if e.state() == rpb::ExecutionState::Running {
-                any_running_exec.push(*bid);
-            }
-        }
-    }
-    // Finished executions whose record still says running, or lost (their runner was away and is back).
-    let running: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT e.id FROM executions e JOIN boxes b ON b.id = e.box_id
-          WHERE b.runner_id = $1 AND e.state IN ('running', 'lost')",
-    )
-    .bind(id)
-    .fetch_all(&st.db)
-    .await?;
-    if !running.is_empty() {
-        let running: HashSet<Uuid> = running.into_iter().collect();
-        for info in reported.values() {
-            for e in &info.executions {
-                if e.state() == rpb::ExecutionState::Finished
-                    && Uuid::parse_str(&e.execution_id).is_ok_and(|x| running.contains(&x))
-                {
-                    crate::executions::apply(&st.db, e).await?;
-                }
-            }
-        }
-    }
-    if !any_running_exec.is_empty() {
-        sqlx::query("UPDATE boxes SET last_activity_at = now() WHERE id = ANY($1)")
-            .bind(&any_running_exec)
-            .execute(&st.db)
-            .await?;
-    }
-    // Boxes we place on this runner that it does not have (settled for a while, so not a placement racing this
-    // heartbeat's inventory).
-    let missing: Vec<Uuid> = sqlx::query_scalar(
-        "SELECT id FROM boxes WHERE runner_id = $1 AND deleted_at IS NULL AND NOT (id = ANY($2))
-            AND state IN ('running', 'stopping', 'stopped', 'error')
-            AND updated_at < now() - make_interval(secs => $3)",
-    )
-    .bind(id)
-    .bind(&ids)
-    .bind(grace.as_secs_f64())
-    .fetch_all(&st.db)
-    .await?;
-    for b in missing {
-        tracing::warn!(box_id = %b, runner = %name, "the runner no longer has this box: lost");
-        sqlx::query("UPDATE boxes SET state = 'lost', reserved = false, reason = $2, updated_at = now() WHERE id = $1")
-            .bind(b)
-            .bind(format!("runner {name} no longer has this box (its state was lost)"))
-            .execute(&st.db)
-            .await?;
-        crate::executions::finish_all(&st.db, b, "the box was lost with its runner's state").await?;
-    }
-    // Deleted boxes the runner no longer has are gone for good.
-    sqlx::query(
-        "UPDATE boxes SET destroyed_at = now() WHERE runner_id = $1 AND deleted_at IS NOT NULL
-            AND destroyed_at IS NULL AND NOT (id = ANY($2))",
-    )
-    .bind(id)
-    .bind(&ids)
-    .execute(&st.db)
-    .await?;
-    Ok(destroy)
 }

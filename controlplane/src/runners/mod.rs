@@ -104,3 +104,29 @@ pub fn request<T>(msg: T, timeout: Duration) -> tonic::Request<T> {
     r.set_timeout(timeout);
     r
 }
+
+/// Awaits one unary runner call with a client-side deadline. gRPC's own deadline (`grpc-timeout`, set by
+/// [`request`]) is enforced by the server, so a frozen runner would never answer; this one is ours. A missed
+/// deadline is `503 runner_unavailable` with `retry_after`.
+pub async fn within<T>(
+    timeout: Duration,
+    call: impl std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+) -> Result<T, ApiError> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(Ok(r)) => Ok(r.into_inner()),
+        Ok(Err(s)) => Err(s.into()),
+        Err(_) => Err(deadline_missed(timeout)),
+    }
+}
+
+/// The error of a runner call that missed its deadline.
+pub fn deadline_missed(timeout: Duration) -> ApiError {
+    ApiError::unavailable(
+        "runner_unavailable",
+        format!(
+            "the box's runner did not answer within {:.1} s (it may be overloaded or hung); retry later",
+            timeout.as_secs_f64()
+        ),
+    )
+    .retry_after(5)
+}

@@ -15,11 +15,16 @@ use rand::Rng;
 use uuid::Uuid;
 
 use crate::config::Config;
+use crate::store::StoreError;
+use crate::store::boxes::BoxRow;
+use crate::store::placement::{self, RunnerLoad};
 
 /// What a box needs from a runner.
 #[derive(Debug, Clone)]
 pub struct Demand {
+    /// vCPUs.
     pub vcpus: i32,
+    /// Memory in MiB.
     pub memory_mib: i64,
     /// Labels the runner must have (a JSON object of strings).
     pub selector: serde_json::Value,
@@ -27,19 +32,10 @@ pub struct Demand {
     pub snapshot: Option<String>,
 }
 
-#[derive(Debug, Clone, sqlx::FromRow)]
-pub struct Candidate {
-    pub id: Uuid,
-    pub name: String,
-    pub capacity_vcpus: i32,
-    pub capacity_memory_mib: i64,
-    pub used_vcpus: i64,
-    pub used_memory_mib: i64,
-    pub starting: i64,
-    pub has_snapshot: bool,
-}
+/// A runner that may take a box: its capacity and what is reserved on it.
+pub type Candidate = RunnerLoad;
 
-impl Candidate {
+impl RunnerLoad {
     fn free(&self, cfg: &Config) -> (f64, f64) {
         (
             self.capacity_vcpus as f64 * cfg.cpu_overcommit - self.used_vcpus as f64,
@@ -47,6 +43,7 @@ impl Candidate {
         )
     }
 
+    /// Whether `d` fits in what is free (capacity × overcommit − reservations).
     pub fn fits(&self, cfg: &Config, d: &Demand) -> bool {
         let (cpu, mem) = self.free(cfg);
         cpu >= d.vcpus as f64 && mem >= d.memory_mib as f64
@@ -62,16 +59,31 @@ impl Candidate {
     }
 }
 
+/// Why no runner was found.
 #[derive(Debug, thiserror::Error)]
 pub enum ScheduleError {
+    /// No schedulable runner has the selector's labels.
     #[error(
         "no ready runner that takes new boxes (not cordoned or draining, with a snapshot store for snapshot boxes) has the labels {0}"
     )]
     NoRunnerMatches(serde_json::Value),
+    /// Runners match, none has room.
     #[error("no runner has {vcpus} vCPUs and {memory_mib} MiB free right now")]
-    NoCapacity { vcpus: i32, memory_mib: i64 },
+    NoCapacity {
+        /// vCPUs asked for.
+        vcpus: i32,
+        /// MiB asked for.
+        memory_mib: i64,
+    },
+    /// The store failed.
     #[error(transparent)]
-    Db(#[from] sqlx::Error),
+    Store(#[from] StoreError),
+}
+
+impl From<sqlx::Error> for ScheduleError {
+    fn from(e: sqlx::Error) -> Self {
+        ScheduleError::Store(e.into())
+    }
 }
 
 /// Runners able to take `d`, best first, excluding `tried`.
@@ -81,23 +93,7 @@ pub async fn candidates(
     d: &Demand,
     tried: &[Uuid],
 ) -> Result<Vec<Candidate>, ScheduleError> {
-    let all: Vec<Candidate> = sqlx::query_as(
-        "SELECT r.id, r.name, r.capacity_vcpus, r.capacity_memory_mib,
-                coalesce(a.vcpus, 0)::bigint AS used_vcpus, coalesce(a.mem, 0)::bigint AS used_memory_mib,
-                coalesce(a.starting, 0)::bigint AS starting,
-                ($2::text IS NOT NULL AND $2 = ANY(r.cached_snapshots)) AS has_snapshot
-           FROM runners r
-           LEFT JOIN LATERAL (
-                SELECT sum(b.vcpus) AS vcpus, sum(b.memory_mib) AS mem,
-                       count(*) FILTER (WHERE b.state IN ('pending', 'starting')) AS starting
-                  FROM boxes b WHERE b.runner_id = r.id AND b.reserved) a ON true
-          WHERE r.state = 'ready' AND NOT r.draining AND NOT r.cordoned AND r.labels @> $1
-            AND ($2::text IS NULL OR r.snapshots_enabled)",
-    )
-    .bind(&d.selector)
-    .bind(&d.snapshot)
-    .fetch_all(db)
-    .await?;
+    let all = placement::schedulable(db, &d.selector, d.snapshot.as_deref()).await?;
     if all.is_empty() {
         return Err(ScheduleError::NoRunnerMatches(d.selector.clone()));
     }
@@ -115,68 +111,20 @@ pub async fn candidates(
     Ok(fit.into_iter().map(|(_, c)| c).collect())
 }
 
-/// Reserves `d` on `runner` for `box_id` (and records the box as `starting` there). False when the runner no longer
-/// fits or is no longer schedulable; the caller tries the next candidate.
+/// Reserves `d` on `runner` for box `b` (and records the box as `starting` there). Ok(None) when the runner no
+/// longer fits or is no longer schedulable; the caller tries the next candidate.
 ///
 /// `pinned`: the box already lives on this runner (starting a stopped box): cordoned or draining runners still take
 /// it back, since its disk is there.
 pub async fn reserve(
     db: &sqlx::PgPool,
     cfg: &Config,
-    box_id: Uuid,
+    b: &BoxRow,
     runner: Uuid,
     d: &Demand,
     pinned: bool,
-) -> Result<bool, sqlx::Error> {
-    let mut tx = db.begin().await?;
-    let cap: Option<(i32, i64)> = sqlx::query_as(
-        "SELECT capacity_vcpus, capacity_memory_mib FROM runners
-          WHERE id = $1 AND state = 'ready' AND ($2 OR (NOT draining AND NOT cordoned))
-          FOR UPDATE",
-    )
-    .bind(runner)
-    .bind(pinned)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((cap_cpu, cap_mem)) = cap else { return Ok(false) };
-    let (used_cpu, used_mem): (i64, i64) = sqlx::query_as(
-        "SELECT coalesce(sum(vcpus), 0)::bigint, coalesce(sum(memory_mib), 0)::bigint
-           FROM boxes WHERE runner_id = $1 AND reserved AND id <> $2",
-    )
-    .bind(runner)
-    .bind(box_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    let c = Candidate {
-        id: runner,
-        name: String::new(),
-        capacity_vcpus: cap_cpu,
-        capacity_memory_mib: cap_mem,
-        used_vcpus: used_cpu,
-        used_memory_mib: used_mem,
-        starting: 0,
-        has_snapshot: false,
-    };
-    if !c.fits(cfg, d) {
-        return Ok(false);
-    }
-    let n = sqlx::query(
-        "UPDATE boxes SET runner_id = $2, reserved = true, state = 'starting', reason = NULL, updated_at = now()
-          WHERE id = $1 AND deleted_at IS NULL",
-    )
-    .bind(box_id)
-    .bind(runner)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    tx.commit().await?;
-    Ok(n == 1)
-}
-
-/// Gives a box's reservation back.
-pub async fn release<'e, E: sqlx::PgExecutor<'e>>(db: E, box_id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE boxes SET reserved = false, updated_at = now() WHERE id = $1").bind(box_id).execute(db).await?;
-    Ok(())
+) -> Result<Option<BoxRow>, StoreError> {
+    placement::reserve(db, b, runner, pinned, |load| load.fits(cfg, d)).await
 }
 
 #[cfg(test)]

@@ -51,6 +51,8 @@ struct Status {
     started_unix_ms: u64,
     /// Counts boots, so that a monitor of an earlier boot stops.
     generation: u64,
+    /// The version of the last state change (see crate::version).
+    version: u64,
 }
 
 /// One box.
@@ -75,7 +77,13 @@ impl BoxEntry {
             dir,
             record: Mutex::new(record),
             vm: tokio::sync::Mutex::new(None),
-            status: Mutex::new(Status { state, reason, started_unix_ms: 0, generation: 0 }),
+            status: Mutex::new(Status {
+                state,
+                reason,
+                started_unix_ms: 0,
+                generation: 0,
+                version: crate::version::next(0),
+            }),
             session: watch::channel(None).0,
             pumps: Mutex::new(Vec::new()),
             destroying: std::sync::atomic::AtomicBool::new(false),
@@ -94,6 +102,7 @@ impl BoxEntry {
         let mut s = self.status.lock().unwrap();
         s.state = state;
         s.reason = reason.into();
+        s.version = crate::version::next(s.version);
     }
 
     fn set_desired(&self, running: bool) -> Result<()> {
@@ -145,6 +154,7 @@ impl BoxEntry {
             started_unix_ms: s.started_unix_ms,
             backend: backend.to_string(),
             executions: Vec::new(),
+            state_version: s.version,
         }
     }
 }
@@ -346,6 +356,7 @@ impl BoxManager {
             s.reason.clear();
             s.started_unix_ms = store::now_ms();
             s.generation += 1;
+            s.version = crate::version::next(s.version);
         }
         entry.session.send_replace(Some(agent));
     }
@@ -414,6 +425,8 @@ impl BoxManager {
     /// Every box with its executions.
     pub fn inventory(&self) -> pb::Inventory {
         let backend = self.backend_name();
+        // Taken before the boxes are read: a box that changes or appears meanwhile has a newer version.
+        let taken_version = crate::version::now();
         let mut entries: Vec<_> = self.boxes.read().unwrap().values().cloned().collect();
         entries.sort_by(|a, b| a.id.cmp(&b.id));
         let boxes = entries
@@ -424,7 +437,7 @@ impl BoxManager {
                 info
             })
             .collect();
-        pb::Inventory { boxes, runner_version: env!("CARGO_PKG_VERSION").into(), backend }
+        pb::Inventory { boxes, runner_version: env!("CARGO_PKG_VERSION").into(), backend, taken_version }
     }
 
     pub async fn create_box(&self, id: &str, spec: Option<pb::BoxSpec>) -> Result<pb::BoxInfo> {

@@ -1,0 +1,519 @@
+//! Box lifecycle operations: create (quota + insert), place (scheduler + CreateBox, with fallback to the next
+//! runner), start, stop, delete, lose. The API handlers and the reconciler call these; each decides the next state
+//! and writes it through the store, which checks the edge and the row's generation.
+
+use std::time::Duration;
+
+use axum::http::StatusCode;
+use boxyard_proto::runner as pb;
+use uuid::Uuid;
+
+use super::machine::{self, BoxState, DesiredState};
+use crate::error::{ApiError, ApiResult};
+use crate::runners::{request, within};
+use crate::scheduler::{self, Demand, ScheduleError};
+use crate::state::AppState;
+use crate::store::boxes::{self as store, BoxRow, Change, NewBoxRow};
+use crate::store::{StoreError, executions as exec_store, orgs};
+
+/// How long DestroyBox gets before the destroy is left to the runner's next heartbeat.
+const DESTROY_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl BoxRow {
+    /// What the box needs from a runner.
+    pub fn demand(&self) -> Demand {
+        Demand {
+            vcpus: self.vcpus,
+            memory_mib: self.memory_mib,
+            selector: serde_json::to_value(&self.runner_selector.0).unwrap_or_default(),
+            snapshot: self.snapshot_digest.clone(),
+        }
+    }
+
+    fn spec(&self, snapshot: Option<pb::SnapshotRef>) -> pb::BoxSpec {
+        pb::BoxSpec {
+            root: snapshot.map(pb::box_spec::Root::Snapshot),
+            vcpus: self.vcpus as u32,
+            memory_mib: self.memory_mib as u32,
+            disk_mib: self.disk_mib as u64,
+            env: self.env.0.clone().into_iter().collect(),
+        }
+    }
+
+    fn reason_suffix(&self) -> String {
+        self.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+    }
+}
+
+/// What a new box asks for (validated by the API layer).
+#[derive(Debug, Clone)]
+pub struct NewBox {
+    /// The row to insert.
+    pub row: NewBoxRow,
+}
+
+/// Loads a box of `org` (404 for other orgs' and deleted boxes).
+pub async fn get(st: &AppState, org: Uuid, id: Uuid) -> ApiResult<BoxRow> {
+    store::get(&st.db, org, id).await?.ok_or_else(|| ApiError::not_found("box", id))
+}
+
+/// Checks the org's quota for one more active box of this size (inside `tx`, which then holds the org's quota row).
+async fn check_quota(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
+    org: Uuid,
+    vcpus: i32,
+    memory_mib: i64,
+    disk_mib: i64,
+    except: Option<Uuid>,
+) -> ApiResult<()> {
+    let q = orgs::lock_quota(tx, org).await?;
+    let per_box = |what: &str, asked: i64, max: i64| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "quota_exceeded",
+            format!(
+                "a box may have at most {max} {what} in this org (asked for {asked}); ask an admin to raise the quota"
+            ),
+        )
+    };
+    if vcpus > q.max_box_vcpus {
+        return Err(per_box("vCPUs", vcpus.into(), q.max_box_vcpus.into()));
+    }
+    if memory_mib > q.max_box_memory_mib {
+        return Err(per_box("MiB of memory", memory_mib, q.max_box_memory_mib));
+    }
+    if disk_mib > q.max_box_disk_mib {
+        return Err(per_box("MiB of disk", disk_mib, q.max_box_disk_mib));
+    }
+    let (n, cpu, mem) = store::active_usage(tx, org, except).await?;
+    let total = |what: &str, used: i64, asked: i64, max: i64| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exceeded",
+            format!(
+                "the org's quota allows {max} {what} in active boxes; {used} are in use and this box needs {asked}. \
+                 Stop or delete boxes, or ask an admin to raise the quota"
+            ),
+        )
+    };
+    if n + 1 > q.max_boxes.into() {
+        return Err(total("boxes", n, 1, q.max_boxes.into()));
+    }
+    if cpu + i64::from(vcpus) > q.max_vcpus.into() {
+        return Err(total("vCPUs", cpu, vcpus.into(), q.max_vcpus.into()));
+    }
+    if mem + memory_mib > q.max_memory_mib {
+        return Err(total("MiB of memory", mem, memory_mib, q.max_memory_mib));
+    }
+    Ok(())
+}
+
+/// Inserts a `pending` box after checking the quota (atomically with other creates in the org).
+pub async fn create(st: &AppState, org: Uuid, nb: NewBox) -> ApiResult<BoxRow> {
+    let r = &nb.row;
+    let mut tx = st.db.begin().await?;
+    check_quota(&mut tx, org, r.vcpus, r.memory_mib, r.disk_mib, None).await?;
+    let id = store::insert(&mut tx, org, r).await?;
+    let row = store::load(&mut *tx, id).await?.ok_or_else(|| ApiError::internal("a box vanished as it was created"))?;
+    tx.commit().await?;
+    Ok(row)
+}
+
+/// Removes a box whose create failed as a whole, so that a client told "failed" never finds it later. If even
+/// that fails, the client is told the box may exist (and to delete it), not the placement's error.
+pub async fn discard_failed_create(st: &AppState, id: Uuid, e: ApiError) -> ApiError {
+    match store::discard(&st.db, id).await {
+        Ok(()) => e,
+        Err(db) => {
+            tracing::error!(box_id = %id, "cannot remove a box whose create failed: {db}");
+            ApiError::unavailable(
+                "database_unavailable",
+                format!(
+                    "the box could not be created ({}), and its record could not be removed ({db}); \
+                     delete box {id} if it is listed, then retry",
+                    e.body.message
+                ),
+            )
+        }
+    }
+}
+
+fn schedule_error(e: ScheduleError) -> ApiError {
+    match e {
+        ScheduleError::NoRunnerMatches(sel) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_runner_matches",
+            format!(
+                "no ready runner that takes new boxes matches the runner selector {sel}; check the labels, or wait \
+                 for such a runner (or for an admin to uncordon one)"
+            ),
+        )
+        .retry_after(30),
+        e @ ScheduleError::NoCapacity { .. } => {
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_capacity", format!("{e}; retry later or ask for less"))
+                .retry_after(10)
+        }
+        ScheduleError::Store(e) => e.into(),
+    }
+}
+
+/// Whether a runner's refusal is about the request itself (retrying elsewhere would not help).
+/// (A corrupt snapshot image is the same in the bucket for every runner: no other runner is tried either.)
+fn is_request_error(e: &ApiError) -> bool {
+    matches!(e.status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_IMPLEMENTED) || e.code() == "snapshot_corrupt"
+}
+
+/// Places a `pending` box: picks runners, reserves, calls CreateBox; on a runner failure releases the reservation
+/// and tries the next candidate (at most `placement_attempts` runners). On final failure the box is `error` with the
+/// reason, and the error is returned.
+pub async fn place(st: &AppState, b: &BoxRow) -> ApiResult<BoxRow> {
+    let started = std::time::Instant::now();
+    let demand = b.demand();
+    let mut b = b.clone();
+    let mut tried: Vec<Uuid> = Vec::new();
+    let mut last: Option<ApiError> = None;
+    while tried.len() < st.config.placement_attempts {
+        let cands = match scheduler::candidates(&st.db, &st.config, &demand, &tried).await {
+            Ok(c) => c,
+            Err(e) => {
+                last = Some(schedule_error(e));
+                break;
+            }
+        };
+        let mut reserved = None;
+        for c in cands {
+            if let Some(row) = scheduler::reserve(&st.db, &st.config, &b, c.id, &demand, false).await? {
+                reserved = Some((c, row));
+                break;
+            }
+        }
+        let Some((c, row)) = reserved else {
+            last =
+                Some(schedule_error(ScheduleError::NoCapacity { vcpus: demand.vcpus, memory_mib: demand.memory_mib }));
+            break;
+        };
+        tried.push(c.id);
+        match create_on_runner(st, &row, c.id).await {
+            Ok(row) => {
+                st.metrics.placement("placed");
+                st.metrics.placement_seconds.observe(started.elapsed().as_secs_f64());
+                return Ok(row);
+            }
+            Err(Failure::Request(e)) => {
+                st.metrics.placement("rejected");
+                fail(st, b.id, &e.body.message).await?;
+                return Err(e);
+            }
+            Err(Failure::Runner(e)) => {
+                tracing::warn!(box_id = %b.id, runner = %c.name, "placement failed: {e}");
+                st.metrics.placement("runner_failed");
+                // Back to pending, off this runner; its heartbeat will get any half-created box destroyed.
+                match retry_stale(st, b.id, |cur| {
+                    (cur.state == BoxState::Starting && cur.runner_id == Some(c.id))
+                        .then(|| Change::to(BoxState::Pending).off_runner())
+                })
+                .await?
+                {
+                    Some(cur) if cur.state == BoxState::Running => return Ok(cur),
+                    Some(cur) => b = cur,
+                    None => return Err(ApiError::not_found("box", b.id)),
+                }
+                last = Some(e);
+            }
+        }
+    }
+    let e = last.unwrap_or_else(|| ApiError::unavailable("no_capacity", "no runner could take the box"));
+    st.metrics.placement(e.code());
+    fail(st, b.id, &e.body.message).await?;
+    Err(e)
+}
+
+/// Applies `decide(current)` to box `id`, re-reading it when another writer got there first. `decide` returns
+/// None when the box is already where it should be (or elsewhere for good). Ok(None): the box is deleted.
+async fn retry_stale(st: &AppState, id: Uuid, decide: impl Fn(&BoxRow) -> Option<Change>) -> ApiResult<Option<BoxRow>> {
+    for _ in 0..8 {
+        let Some(cur) = store::load(&st.db, id).await? else { return Ok(None) };
+        if cur.deleted_at.is_some() {
+            return Ok(None);
+        }
+        let Some(change) = decide(&cur) else { return Ok(Some(cur)) };
+        match store::transition(&st.db, &cur, change).await {
+            Ok(row) => return Ok(Some(row)),
+            Err(StoreError::Stale { .. }) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(StoreError::Stale { id }.into())
+}
+
+enum Failure {
+    /// The request is at fault (bad spec): no point trying elsewhere.
+    Request(ApiError),
+    /// The runner failed or was unreachable.
+    Runner(ApiError),
+}
+
+async fn create_on_runner(st: &AppState, b: &BoxRow, runner: Uuid) -> Result<BoxRow, Failure> {
+    let snapshot = match b.snapshot_id {
+        Some(sid) => Some(
+            crate::snapshots::load(&st.db, sid)
+                .await
+                .map_err(|e| Failure::Runner(e.into()))?
+                .ok_or_else(|| Failure::Request(ApiError::not_found("snapshot", sid)))?
+                .to_ref(),
+        ),
+        None => None,
+    };
+    let (_, mut client) = st.runners.for_runner(&st.db, runner).await.map_err(Failure::Runner)?;
+    let req = pb::CreateBoxRequest { box_id: b.id.to_string(), spec: Some(b.spec(snapshot)) };
+    let timeout = st.config.create_timeout;
+    let info = match within(timeout, client.create_box(request(req, timeout))).await {
+        Ok(i) => i,
+        Err(e) if is_request_error(&e) => return Err(Failure::Request(e)),
+        Err(e) => return Err(Failure::Runner(e)),
+    };
+    if info.state() != pb::BoxState::Running {
+        return Err(Failure::Runner(ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "boot_failed",
+            format!("the box did not start on its runner: {}", info.reason),
+        )));
+    }
+    let r = retry_stale(st, b.id, |cur| {
+        if cur.runner_id != Some(runner) {
+            return None;
+        }
+        match cur.state {
+            BoxState::Starting => Some(Change::to(BoxState::Running).started().observed(info.state_version)),
+            _ => None,
+        }
+    })
+    .await
+    .map_err(Failure::Runner)?;
+    match r {
+        Some(row) if row.runner_id == Some(runner) && row.state == BoxState::Running => Ok(row),
+        Some(row) => Err(Failure::Runner(ApiError::conflict(
+            "invalid_state",
+            format!("box {} changed while it was created (now {})", row.id, row.state),
+        ))),
+        None => {
+            // Deleted while it was being created: take it down again.
+            destroy_on_runner(st, b.id, runner).await;
+            Err(Failure::Request(ApiError::not_found("box", b.id)))
+        }
+    }
+}
+
+/// Marks a box that could not be placed as `error` (off any runner), with the reason.
+async fn fail(st: &AppState, id: Uuid, reason: &str) -> ApiResult<()> {
+    retry_stale(st, id, |cur| {
+        (cur.state != BoxState::Running).then(|| Change::to(BoxState::Error).off_runner().reason(reason))
+    })
+    .await?;
+    Ok(())
+}
+
+/// Starts a stopped box again on the runner that has its disk (or places again a box that never was).
+pub async fn start(st: &AppState, b: &BoxRow) -> ApiResult<BoxRow> {
+    match b.state {
+        BoxState::Running | BoxState::Starting | BoxState::Pending => {
+            store::set_desired(&st.db, b.id, DesiredState::Running).await?;
+            return Ok(store::load(&st.db, b.id).await?.unwrap_or_else(|| b.clone()));
+        }
+        BoxState::Stopped => {}
+        BoxState::Error if b.runner_id.is_none() => {
+            // Never placed: try again.
+            let mut tx = st.db.begin().await?;
+            check_quota(&mut tx, b.org_id, b.vcpus, b.memory_mib, b.disk_mib, Some(b.id)).await?;
+            store::set_desired(&mut *tx, b.id, DesiredState::Running).await?;
+            let row = store::transition(&mut *tx, b, Change::to(BoxState::Pending).clear_reason()).await?;
+            tx.commit().await?;
+            return place(st, &row).await;
+        }
+        s => {
+            return Err(ApiError::conflict(
+                "invalid_state",
+                format!(
+                    "box {} is {s}{}; it cannot be started — delete it and create a new one",
+                    b.id,
+                    b.reason_suffix()
+                ),
+            ));
+        }
+    }
+    let runner = b.runner_id.ok_or_else(|| ApiError::conflict("invalid_state", "the box has no runner"))?;
+    // The quota check and the move to an active state in one transaction (under the org's quota row lock), so
+    // concurrent starts and creates cannot pass the check together.
+    let starting = {
+        let mut tx = st.db.begin().await?;
+        check_quota(&mut tx, b.org_id, b.vcpus, b.memory_mib, b.disk_mib, Some(b.id)).await?;
+        store::set_desired(&mut *tx, b.id, DesiredState::Running).await?;
+        let row = match store::transition(&mut *tx, b, Change::to(BoxState::Starting)).await {
+            Ok(r) => r,
+            Err(StoreError::Stale { .. }) => {
+                return Err(ApiError::conflict(
+                    "invalid_state",
+                    format!("box {} is being started or stopped; retry", b.id),
+                )
+                .retry_after(1));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        tx.commit().await?;
+        row
+    };
+    let Some(reserved) = scheduler::reserve(&st.db, &st.config, &starting, runner, &b.demand(), true).await? else {
+        retry_stale(st, b.id, |cur| (cur.state == BoxState::Starting).then(|| Change::to(BoxState::Stopped))).await?;
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_capacity",
+            "the runner that holds this box's disk has no room for it right now (or is not ready); retry later",
+        )
+        .retry_after(10));
+    };
+    let timeout = st.config.create_timeout;
+    let started = async {
+        let (_, mut client) = st.runners.for_runner(&st.db, runner).await?;
+        let info = within(timeout, client.start_box(request(pb::BoxRef { box_id: b.id.to_string() }, timeout))).await?;
+        if info.state() != pb::BoxState::Running {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "boot_failed",
+                format!("the box did not start: {}", info.reason),
+            ));
+        }
+        Ok(info.state_version)
+    }
+    .await;
+    let r = match started {
+        Ok(version) => {
+            retry_stale(st, b.id, |cur| {
+                (cur.state == BoxState::Starting)
+                    .then(|| Change::to(BoxState::Running).started().clear_reason().observed(version))
+            })
+            .await
+        }
+        // Whatever failed, the box is not running: back to stopped, its reservation released (if the runner did
+        // boot it after all, its next report says so).
+        Err(e) => {
+            retry_stale(st, b.id, |cur| {
+                (cur.state == BoxState::Starting).then(|| Change::to(BoxState::Stopped).reason(&e.body.message))
+            })
+            .await?;
+            return Err(e);
+        }
+    }?;
+    Ok(r.unwrap_or(reserved))
+}
+
+/// Stops a running box (its disk stays on the runner; `start` boots it again).
+pub async fn stop(st: &AppState, b: &BoxRow) -> ApiResult<BoxRow> {
+    if matches!(b.state, BoxState::Pending | BoxState::Starting) {
+        return Err(ApiError::conflict(
+            "invalid_state",
+            format!("box {} is still {}; stop it once it is running", b.id, b.state),
+        )
+        .retry_after(2));
+    }
+    store::set_desired(&st.db, b.id, DesiredState::Stopped).await?;
+    if matches!(b.state, BoxState::Stopped | BoxState::Error | BoxState::Lost) {
+        return Ok(store::load(&st.db, b.id).await?.unwrap_or_else(|| b.clone()));
+    }
+    stop_on_runner(st, b, "stopped on request").await?;
+    Ok(store::load(&st.db, b.id).await?.unwrap_or_else(|| b.clone()))
+}
+
+/// Calls StopBox and records the result (used by the API and by the reconciler's auto-stop).
+pub async fn stop_on_runner(st: &AppState, b: &BoxRow, why: &str) -> ApiResult<()> {
+    let runner = b.runner_id.ok_or_else(|| ApiError::conflict("invalid_state", "the box has no runner"))?;
+    if b.state == BoxState::Running {
+        retry_stale(st, b.id, |cur| (cur.state == BoxState::Running).then(|| Change::to(BoxState::Stopping))).await?;
+    }
+    let (_, mut client) = st.runners.for_runner(&st.db, runner).await?;
+    let timeout = st.config.stop_timeout;
+    let info = within(
+        timeout,
+        client.stop_box(request(pb::StopBoxRequest { box_id: b.id.to_string(), timeout_ms: 10_000 }, timeout)),
+    )
+    .await?;
+    retry_stale(st, b.id, |cur| {
+        matches!(cur.state, BoxState::Running | BoxState::Stopping)
+            .then(|| Change::to(BoxState::Stopped).stopped().reason(why).observed(info.state_version))
+    })
+    .await?;
+    super::executions::sync_running(st, b.id, runner, "the box stopped before the process exited").await?;
+    Ok(())
+}
+
+/// Deletes a box: it disappears from the API at once; the runner destroys it now if reachable, else when it next
+/// reports (heartbeat reconciliation).
+pub async fn delete(st: &AppState, b: &BoxRow) -> ApiResult<()> {
+    store::mark_deleted(&st.db, b.id).await?;
+    exec_store::lose_running(&st.db, b.id, "the box was deleted").await?;
+    if let Some(runner) = b.runner_id {
+        destroy_on_runner(st, b.id, runner).await;
+    } else {
+        store::mark_destroyed(&st.db, b.id).await?;
+    }
+    Ok(())
+}
+
+/// Best effort: DestroyBox now; on failure the heartbeat reconciliation finishes the job.
+pub async fn destroy_on_runner(st: &AppState, id: Uuid, runner: Uuid) {
+    let r = async {
+        let (_, mut client) = st.runners.for_runner(&st.db, runner).await?;
+        let timeout = DESTROY_TIMEOUT.min(st.config.runner_call_timeout.max(Duration::from_secs(5)));
+        within(timeout, client.destroy_box(request(pb::BoxRef { box_id: id.to_string() }, timeout))).await?;
+        store::mark_destroyed(&st.db, id).await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    if let Err(e) = r {
+        tracing::info!(box_id = %id, "destroy deferred to the runner's next heartbeat: {e}");
+    }
+}
+
+/// Marks a box lost with `reason` (its runner went silent, or no longer has it): its reservation is released, its
+/// running executions end as lost, and its observed version is reset so that whatever its runner reports when it
+/// comes back wins.
+pub async fn lose(st: &AppState, b: &BoxRow, reason: &str) -> ApiResult<()> {
+    let r = retry_stale(st, b.id, |cur| {
+        (cur.state != BoxState::Lost && cur.state != BoxState::Pending && cur.runner_id == b.runner_id)
+            .then(|| Change::to(BoxState::Lost).reason(reason).observed(0))
+    })
+    .await?;
+    if r.is_some_and(|r| r.state == BoxState::Lost) {
+        exec_store::lose_running(&st.db, b.id, reason).await?;
+    }
+    Ok(())
+}
+
+/// A placement whose replica died half way. A box that never ran is placed again from scratch; a stopped box that
+/// was being started again goes back to `stopped` on its runner (its disk is there; the user may start it again).
+pub async fn recover_abandoned(st: &AppState, b: &BoxRow) -> ApiResult<()> {
+    if b.started_at.is_some() && b.runner_id.is_some() {
+        tracing::info!(box_id = %b.id, "a start of this box was abandoned: back to stopped");
+        store::transition(&st.db, b, Change::to(BoxState::Stopped).reason("a start was interrupted; start it again"))
+            .await?;
+        return Ok(());
+    }
+    tracing::info!(box_id = %b.id, "placing a box whose placement was abandoned");
+    let row = store::transition(&st.db, b, Change::to(BoxState::Pending).off_runner()).await?;
+    let st = st.clone();
+    tokio::spawn(async move {
+        let _ = place(&st, &row).await;
+    });
+    Ok(())
+}
+
+/// Records activity on a box (postpones its auto-stop). Failures are logged, never returned: activity is a hint.
+pub async fn touch(st: &AppState, id: Uuid) {
+    if let Err(e) = store::touch(&st.db, &[id]).await {
+        tracing::debug!(box_id = %id, "cannot record activity: {e}");
+    }
+}
+
+/// Our state for a runner state (one name for every runner state, shared with reconciliation).
+pub fn state_of(s: pb::BoxState) -> BoxState {
+    machine::from_runner(s)
+}
