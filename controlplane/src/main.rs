@@ -111,6 +111,9 @@ struct ServeArgs {
     /// How long a runner gets to create and boot a box (a snapshot pull included).
     #[arg(long, value_parser = humantime::parse_duration, default_value = "3m")]
     create_timeout: Duration,
+    /// How long a runner gets to stop a box (its executions end, its guest powers off).
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    stop_timeout: Duration,
     /// The snapshot bucket (runners must be given the same one).
     #[command(flatten)]
     s3: boxyard_snapshot::s3::S3Args,
@@ -171,6 +174,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         record_retention: a.record_retention,
         runner_call_timeout: a.runner_call_timeout,
         create_timeout: a.create_timeout,
+        stop_timeout: a.stop_timeout,
         ..Config::default()
     };
     let pool = db::connect(&a.db.database_url, a.db.db_max_connections, a.db.db_wait).await?;

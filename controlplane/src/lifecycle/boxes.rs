@@ -429,13 +429,26 @@ pub async fn stop_on_runner(st: &AppState, b: &BoxRow, why: &str) -> ApiResult<(
     if b.state == BoxState::Running {
         retry_stale(st, b.id, |cur| (cur.state == BoxState::Running).then(|| Change::to(BoxState::Stopping))).await?;
     }
-    let (_, mut client) = st.runners.for_runner(&st.db, runner).await?;
     let timeout = st.config.stop_timeout;
-    let info = within(
-        timeout,
-        client.stop_box(request(pb::StopBoxRequest { box_id: b.id.to_string(), timeout_ms: 10_000 }, timeout)),
-    )
-    .await?;
+    let stopped = async {
+        let (_, mut client) = st.runners.for_runner(&st.db, runner).await?;
+        within(
+            timeout,
+            client.stop_box(request(pb::StopBoxRequest { box_id: b.id.to_string(), timeout_ms: 10_000 }, timeout)),
+        )
+        .await
+    }
+    .await;
+    let info = match stopped {
+        Ok(info) => info,
+        Err(e) => {
+            // Not known to be stopping: back to running, so that the reconciler tries again (desired: stopped). If
+            // the runner did get the stop, its next report (a newer version) says so.
+            retry_stale(st, b.id, |cur| (cur.state == BoxState::Stopping).then(|| Change::to(BoxState::Running)))
+                .await?;
+            return Err(e);
+        }
+    };
     retry_stale(st, b.id, |cur| {
         matches!(cur.state, BoxState::Running | BoxState::Stopping)
             .then(|| Change::to(BoxState::Stopped).stopped().reason(why).observed(info.state_version))

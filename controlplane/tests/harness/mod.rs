@@ -169,8 +169,8 @@ impl Cp {
             .args(["--database-url", &self.db_url, "--listen", listen, "--registry-listen", registry])
             .arg("--addr-file")
             .arg(&addr_file)
-            .args(["--bootstrap-key", ADMIN_KEY, "--heartbeat-interval", "500ms"])
-            .args(["--runner-unresponsive-after", "3s", "--runner-lost-after", "6s", "--reconcile-interval", "300ms"])
+            .args(["--bootstrap-key", ADMIN_KEY])
+            .args(self.defaults())
             .args(&self.args)
             .env("RUST_LOG", "info,boxyard_controlplane=debug,sqlx=warn")
             .stdin(Stdio::null())
@@ -183,6 +183,17 @@ impl Cp {
         let v: Value = serde_json::from_slice(&std::fs::read(&addr_file).unwrap()).unwrap();
         self.api = format!("http://{}", v["api"].as_str().unwrap());
         self.registry = format!("http://{}", v["registry"].as_str().unwrap());
+    }
+
+    /// The test timings, except those the test sets itself.
+    fn defaults(&self) -> Vec<&'static str> {
+        let all = [
+            ("--heartbeat-interval", "500ms"),
+            ("--runner-unresponsive-after", "3s"),
+            ("--runner-lost-after", "6s"),
+            ("--reconcile-interval", "300ms"),
+        ];
+        all.into_iter().filter(|(k, _)| !self.args.iter().any(|a| a == k)).flat_map(|(k, v)| [k, v]).collect()
     }
 
     /// Restarts the process on the same addresses.
@@ -278,6 +289,13 @@ impl Runner {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.state.join("runner.log")).unwrap_or_default()
+    }
+
+    /// Sends `sig` to the runner process (e.g. SIGSTOP to freeze it as a hung host would be).
+    pub fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("the runner runs").id();
+        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
+        assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0, "kill({pid}, {sig})");
     }
 
     pub fn kill9(&mut self) {
