@@ -8,7 +8,7 @@
 //!    BOXYARD_BENCH_SNAPSHOT_MIB, default 256).
 //!
 //! Run: `cargo build --release --workspace && cargo bench -p boxyard-controlplane` (the bench starts its own Postgres
-//! cluster, control plane and runner from target/release).
+//! cluster, control plane and runner from target/release); `-- scheduler`, `-- overhead` or `-- snapshot` run one.
 
 #[path = "../tests/harness/mod.rs"]
 mod harness;
@@ -74,11 +74,12 @@ async fn bench_scheduler() {
         for chunk in chunks {
             let (pool, cfg) = (pool.clone(), cfg.clone());
             tasks.push(tokio::spawn(async move {
-                let mut lat = Vec::new();
+                let (mut lat, mut filter_score) = (Vec::new(), Vec::new());
                 let d = scheduler::Demand { vcpus: 1, memory_mib: 512, selector: json!({"zone": "a"}), snapshot: None };
                 for b in chunk {
                     let t = Instant::now();
                     let cands = scheduler::candidates(&pool, &cfg, &d, &[]).await.unwrap();
+                    filter_score.push(t.elapsed());
                     let mut placed = false;
                     for c in cands {
                         if scheduler::reserve(&pool, &cfg, &b, c.id, &d, false).await.unwrap().is_some() {
@@ -89,12 +90,14 @@ async fn bench_scheduler() {
                     assert!(placed);
                     lat.push(t.elapsed());
                 }
-                lat
+                (lat, filter_score)
             }));
         }
-        let mut lat = Vec::new();
+        let (mut lat, mut fs) = (Vec::new(), Vec::new());
         for t in tasks {
-            lat.extend(t.await.unwrap());
+            let (l, f) = t.await.unwrap();
+            lat.extend(l);
+            fs.extend(f);
         }
         let secs = start.elapsed().as_secs_f64();
         println!(
@@ -103,6 +106,7 @@ async fn bench_scheduler() {
             pct(&mut lat, 0.5).as_secs_f64() * 1e3,
             pct(&mut lat, 0.99).as_secs_f64() * 1e3
         );
+        println!("    of which filter + score (candidates): p50 {:.1} ms", pct(&mut fs, 0.5).as_secs_f64() * 1e3);
         sqlx::query("UPDATE boxes SET reserved = false, runner_id = NULL, deleted_at = now()")
             .execute(&pool)
             .await
@@ -188,10 +192,20 @@ async fn bench_snapshot_create() {
 #[tokio::main]
 async fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: skip the work then.
-    if !std::env::args().any(|a| a == "--bench") {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if !args.iter().any(|a| a == "--bench") {
         return;
     }
-    bench_scheduler().await;
-    bench_overhead().await;
-    bench_snapshot_create().await;
+    // Names after `--` pick benchmarks (`cargo bench -p boxyard-controlplane -- scheduler`); none: all of them.
+    let picked: Vec<&str> = args.iter().filter(|a| !a.starts_with('-')).map(String::as_str).collect();
+    let run = |name: &str| picked.is_empty() || picked.contains(&name);
+    if run("scheduler") {
+        bench_scheduler().await;
+    }
+    if run("overhead") {
+        bench_overhead().await;
+    }
+    if run("snapshot") {
+        bench_snapshot_create().await;
+    }
 }

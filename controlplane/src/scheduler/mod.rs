@@ -86,21 +86,34 @@ impl From<sqlx::Error> for ScheduleError {
     }
 }
 
-/// Runners able to take `d`, best first, excluding `tried`.
+/// How many of the best runners the database returns for one placement (they are re-scored here, with jitter).
+const SHORTLIST: i64 = 16;
+
+/// Runners able to take `d`, best first, excluding `tried` (at most a short list of the best).
 pub async fn candidates(
     db: &sqlx::PgPool,
     cfg: &Config,
     d: &Demand,
     tried: &[Uuid],
 ) -> Result<Vec<Candidate>, ScheduleError> {
-    let all = placement::schedulable(db, &d.selector, d.snapshot.as_deref()).await?;
-    if all.is_empty() {
+    let want = placement::Want {
+        selector: &d.selector,
+        snapshot: d.snapshot.as_deref(),
+        vcpus: d.vcpus,
+        memory_mib: d.memory_mib,
+        cpu_overcommit: cfg.cpu_overcommit,
+        memory_overcommit: cfg.memory_overcommit,
+        exclude: tried,
+        limit: SHORTLIST,
+    };
+    let (matched, all) = placement::schedulable(db, &want).await?;
+    if !matched {
         return Err(ScheduleError::NoRunnerMatches(d.selector.clone()));
     }
     let mut rng = rand::rng();
     let mut fit: Vec<(f64, Candidate)> = all
         .into_iter()
-        .filter(|c| !tried.contains(&c.id) && c.fits(cfg, d))
+        .filter(|c| c.fits(cfg, d))
         // A little noise spreads simultaneous placements over equally good runners.
         .map(|c| (c.score(cfg, d) + rng.random_range(0.0..0.01), c))
         .collect();

@@ -30,31 +30,101 @@ pub struct RunnerLoad {
     pub has_snapshot: bool,
 }
 
-/// Every ready runner that takes new boxes, has the `selector` labels and, for a snapshot box, a snapshot store.
-pub async fn schedulable(
-    db: &PgPool,
-    selector: &serde_json::Value,
-    snapshot: Option<&str>,
-) -> Result<Vec<RunnerLoad>, sqlx::Error> {
-    // One pass over the reservations (grouped) joined to the matching runners: cheaper than a per-runner lateral
-    // aggregate when the fleet is large.
-    sqlx::query_as(
-        "WITH used AS (
-            SELECT runner_id, sum(vcpus) AS vcpus, sum(memory_mib) AS mem,
-                   count(*) FILTER (WHERE state IN ('pending', 'starting')) AS starting
-              FROM boxes WHERE reserved GROUP BY runner_id)
-         SELECT r.id, r.name, r.capacity_vcpus, r.capacity_memory_mib,
-                coalesce(u.vcpus, 0)::bigint AS used_vcpus, coalesce(u.mem, 0)::bigint AS used_memory_mib,
-                coalesce(u.starting, 0)::bigint AS starting,
-                ($2::text IS NOT NULL AND $2 = ANY(r.cached_snapshots)) AS has_snapshot
-           FROM runners r LEFT JOIN used u ON u.runner_id = r.id
-          WHERE r.state = 'ready' AND NOT r.draining AND NOT r.cordoned AND r.labels @> $1
-            AND ($2::text IS NULL OR r.snapshots_enabled)",
+/// What placement asks of the runners it considers.
+#[derive(Debug, Clone)]
+pub struct Want<'a> {
+    /// Labels the runner must have (a JSON object).
+    pub selector: &'a serde_json::Value,
+    /// The snapshot digest the box boots from.
+    pub snapshot: Option<&'a str>,
+    /// vCPUs and MiB the box needs.
+    pub vcpus: i32,
+    /// MiB the box needs.
+    pub memory_mib: i64,
+    /// Capacity multipliers.
+    pub cpu_overcommit: f64,
+    /// Capacity multipliers.
+    pub memory_overcommit: f64,
+    /// Runners already tried.
+    pub exclude: &'a [Uuid],
+    /// At most this many, best first.
+    pub limit: i64,
+}
+
+/// The ready runners that take new boxes, have the selector's labels (and a snapshot store for a snapshot box),
+/// are not excluded and have room for the box: the best `limit` by the scheduler's score (see
+/// `crate::scheduler`, which re-scores them), and whether any runner matched the labels at all.
+pub async fn schedulable(db: &PgPool, w: &Want<'_>) -> Result<(bool, Vec<RunnerLoad>), sqlx::Error> {
+    // One pass over the reservations of the matching runners only (a grouped join, not a per-runner subquery), the
+    // fit and the score in SQL, and only the best few rows back: the fleet can be large.
+    let rows: Vec<Shortlisted> = sqlx::query_as(
+        "WITH m AS (
+                SELECT r.id, r.name, r.capacity_vcpus, r.capacity_memory_mib,
+                       ($2::text IS NOT NULL AND $2 = ANY(r.cached_snapshots)) AS has_snapshot
+                  FROM runners r
+                 WHERE r.state = 'ready' AND NOT r.draining AND NOT r.cordoned AND r.labels @> $1
+                   AND ($2::text IS NULL OR r.snapshots_enabled)),
+             used AS (
+                SELECT b.runner_id, sum(b.vcpus) AS vcpus, sum(b.memory_mib) AS mem,
+                       count(*) FILTER (WHERE b.state IN ('pending', 'starting')) AS starting
+                  FROM boxes b JOIN m ON m.id = b.runner_id WHERE b.reserved GROUP BY b.runner_id),
+             fit AS (
+                SELECT m.*, coalesce(u.vcpus, 0)::bigint AS used_vcpus, coalesce(u.mem, 0)::bigint AS used_memory_mib,
+                       coalesce(u.starting, 0)::bigint AS starting
+                  FROM m LEFT JOIN used u ON u.runner_id = m.id
+                 WHERE NOT (m.id = ANY($7))
+                   AND m.capacity_vcpus * $5 - coalesce(u.vcpus, 0) >= $3
+                   AND m.capacity_memory_mib * $6 - coalesce(u.mem, 0) >= $4
+                 ORDER BY (m.capacity_memory_mib * $6 - coalesce(u.mem, 0)) / greatest(m.capacity_memory_mib * $6, 1)
+                        + (m.capacity_vcpus * $5 - coalesce(u.vcpus, 0)) / greatest(m.capacity_vcpus * $5, 1)
+                        - 0.25 * coalesce(u.starting, 0)
+                        + CASE WHEN $2::text IS NOT NULL AND m.has_snapshot THEN 1.5 ELSE 0 END DESC
+                 LIMIT $8)
+             SELECT EXISTS (SELECT 1 FROM m) AS matched, f.id, f.name, f.capacity_vcpus, f.capacity_memory_mib,
+                    f.used_vcpus, f.used_memory_mib, f.starting, f.has_snapshot
+               FROM (SELECT 1) one LEFT JOIN fit f ON true",
     )
-    .bind(selector)
-    .bind(snapshot)
+    .bind(w.selector)
+    .bind(w.snapshot)
+    .bind(f64::from(w.vcpus))
+    .bind(w.memory_mib as f64)
+    .bind(w.cpu_overcommit)
+    .bind(w.memory_overcommit)
+    .bind(w.exclude)
+    .bind(w.limit)
     .fetch_all(db)
-    .await
+    .await?;
+    let matched = rows.first().is_some_and(|r| r.matched);
+    let loads = rows
+        .into_iter()
+        .filter_map(|r| {
+            Some(RunnerLoad {
+                id: r.id?,
+                name: r.name?,
+                capacity_vcpus: r.capacity_vcpus?,
+                capacity_memory_mib: r.capacity_memory_mib?,
+                used_vcpus: r.used_vcpus?,
+                used_memory_mib: r.used_memory_mib?,
+                starting: r.starting?,
+                has_snapshot: r.has_snapshot?,
+            })
+        })
+        .collect();
+    Ok((matched, loads))
+}
+
+/// A row of the short list: whether any runner matched, and one runner that fits (none: all NULL).
+#[derive(sqlx::FromRow)]
+struct Shortlisted {
+    matched: bool,
+    id: Option<Uuid>,
+    name: Option<String>,
+    capacity_vcpus: Option<i32>,
+    capacity_memory_mib: Option<i64>,
+    used_vcpus: Option<i64>,
+    used_memory_mib: Option<i64>,
+    starting: Option<i64>,
+    has_snapshot: Option<bool>,
 }
 
 /// Reserves capacity for box `b` on `runner` and moves it to `starting` there, if `fits` accepts the runner's load
