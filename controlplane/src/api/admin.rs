@@ -13,6 +13,10 @@ use crate::config::Quota;
 use crate::db::audit;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::AppState;
+use crate::store::audit::AuditRow;
+use crate::store::join_tokens::{self, TokenRow};
+use crate::store::runners::{self, RunnerRow};
+use crate::store::{boxes as box_store, orgs};
 
 fn valid_org_name(n: &str) -> bool {
     !n.is_empty()
@@ -37,12 +41,7 @@ fn check_quota(q: &Quota) -> ApiResult<()> {
 }
 
 async fn org_view(st: &AppState, org: Uuid) -> ApiResult<OrgView> {
-    let (name, created_at): (String, chrono::DateTime<chrono::Utc>) =
-        sqlx::query_as("SELECT name, created_at FROM orgs WHERE id = $1")
-            .bind(org)
-            .fetch_optional(&st.db)
-            .await?
-            .ok_or_else(|| ApiError::not_found("org", org))?;
+    let (name, created_at) = orgs::get(&st.db, org).await?.ok_or_else(|| ApiError::not_found("org", org))?;
     Ok(OrgView { id: org, name, created_at, quota: quota_of(st, org).await? })
 }
 
@@ -62,11 +61,7 @@ pub async fn create_org(
     let q = c.quota.unwrap_or(st.config.default_quota);
     check_quota(&q)?;
     let mut tx = st.db.begin().await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orgs WHERE name = $1)")
-        .bind(&c.name)
-        .fetch_one(&mut *tx)
-        .await?;
-    if exists {
+    if orgs::name_taken(&mut tx, &c.name).await? {
         return Err(ApiError::conflict("already_exists", format!("an org named {:?} exists", c.name)));
     }
     let org = crate::db::create_org(&mut tx, &c.name, &q).await?;
@@ -79,7 +74,7 @@ pub async fn create_org(
 #[utoipa::path(get, path = "/v1/admin/orgs", tag = "admin", responses((status = 200, body = OrgList), (status = 403, body = ErrorBody)))]
 pub async fn list_orgs(State(st): State<AppState>, p: Principal) -> ApiResult<axum::Json<OrgList>> {
     p.require(Role::PlatformAdmin)?;
-    let ids: Vec<Uuid> = sqlx::query_scalar("SELECT id FROM orgs ORDER BY id").fetch_all(&st.db).await?;
+    let ids = orgs::list(&st.db).await?;
     let mut items = Vec::with_capacity(ids.len());
     for org in ids {
         items.push(org_view(&st, org).await?);
@@ -113,21 +108,7 @@ pub async fn set_quota(
     let q = body.value;
     check_quota(&q)?;
     let mut tx = st.db.begin().await?;
-    let n = sqlx::query(
-        "UPDATE org_quotas SET max_boxes = $2, max_vcpus = $3, max_memory_mib = $4, max_box_vcpus = $5,
-                max_box_memory_mib = $6, max_box_disk_mib = $7, updated_at = now() WHERE org_id = $1",
-    )
-    .bind(org)
-    .bind(q.max_boxes)
-    .bind(q.max_vcpus)
-    .bind(q.max_memory_mib)
-    .bind(q.max_box_vcpus)
-    .bind(q.max_box_memory_mib)
-    .bind(q.max_box_disk_mib)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if n == 0 {
+    if !orgs::set_quota(&mut tx, org, &q).await? {
         return Err(ApiError::not_found("org", org));
     }
     audit(
@@ -144,9 +125,7 @@ pub async fn set_quota(
 }
 
 async fn org_exists(st: &AppState, org: Uuid) -> ApiResult<()> {
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orgs WHERE id = $1)").bind(org).fetch_one(&st.db).await?;
-    if !exists {
+    if !orgs::exists(&st.db, org).await? {
         return Err(ApiError::not_found("org", org));
     }
     Ok(())
@@ -193,34 +172,6 @@ pub async fn revoke_org_key(
     Ok(axum::Json(revoke_key(&st, &p, id(&org, "org")?, id(&kid, "key")?).await?))
 }
 
-#[derive(sqlx::FromRow)]
-struct RunnerRow {
-    id: Uuid,
-    name: String,
-    address: String,
-    state: String,
-    draining: bool,
-    cordoned: bool,
-    labels: sqlx::types::Json<std::collections::BTreeMap<String, String>>,
-    capacity_vcpus: i32,
-    capacity_memory_mib: i64,
-    capacity_disk_mib: i64,
-    allocated_vcpus: i64,
-    allocated_memory_mib: i64,
-    reported_boxes: i32,
-    reported_running: i32,
-    version: String,
-    backend: String,
-    registered_at: chrono::DateTime<chrono::Utc>,
-    last_heartbeat_at: chrono::DateTime<chrono::Utc>,
-}
-
-const SELECT_RUNNER: &str = "SELECT r.id, r.name, r.address, r.state, r.draining, r.cordoned, r.labels, r.capacity_vcpus,
-        r.capacity_memory_mib, r.capacity_disk_mib,
-        (SELECT coalesce(sum(vcpus), 0)::bigint FROM boxes b WHERE b.runner_id = r.id AND b.reserved) AS allocated_vcpus,
-        (SELECT coalesce(sum(memory_mib), 0)::bigint FROM boxes b WHERE b.runner_id = r.id AND b.reserved) AS allocated_memory_mib,
-        r.reported_boxes, r.reported_running, r.version, r.backend, r.registered_at, r.last_heartbeat_at FROM runners r";
-
 impl From<RunnerRow> for RunnerView {
     fn from(r: RunnerRow) -> Self {
         RunnerView {
@@ -247,11 +198,7 @@ impl From<RunnerRow> for RunnerView {
 }
 
 async fn runner_view(st: &AppState, rid: Uuid) -> ApiResult<RunnerView> {
-    let r: RunnerRow = sqlx::query_as(sql!("{SELECT_RUNNER} WHERE r.id = $1"))
-        .bind(rid)
-        .fetch_optional(&st.db)
-        .await?
-        .ok_or_else(|| ApiError::not_found("runner", rid))?;
+    let r = runners::get(&st.db, rid).await?.ok_or_else(|| ApiError::not_found("runner", rid))?;
     Ok(r.into())
 }
 
@@ -259,7 +206,7 @@ async fn runner_view(st: &AppState, rid: Uuid) -> ApiResult<RunnerView> {
 #[utoipa::path(get, path = "/v1/admin/runners", tag = "admin", responses((status = 200, body = RunnerList), (status = 403, body = ErrorBody)))]
 pub async fn list_runners(State(st): State<AppState>, p: Principal) -> ApiResult<axum::Json<RunnerList>> {
     p.require(Role::PlatformAdmin)?;
-    let rows: Vec<RunnerRow> = sqlx::query_as(sql!("{SELECT_RUNNER} ORDER BY r.name")).fetch_all(&st.db).await?;
+    let rows = runners::list(&st.db).await?;
     Ok(axum::Json(RunnerList { items: rows.into_iter().map(RunnerView::from).collect() }))
 }
 
@@ -287,16 +234,7 @@ async fn set_flags(
     p.require(Role::PlatformAdmin)?;
     let rid = id(rid, "runner")?;
     let mut tx = st.db.begin().await?;
-    let n = sqlx::query(
-        "UPDATE runners SET draining = coalesce($2, draining), cordoned = coalesce($3, cordoned) WHERE id = $1",
-    )
-    .bind(rid)
-    .bind(draining)
-    .bind(cordoned)
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    if n == 0 {
+    if !runners::set_flags(&mut tx, rid, draining, cordoned).await? {
         return Err(ApiError::not_found("runner", rid));
     }
     audit(&mut *tx, Some(p.key_id), Some(p.org_id), action, &rid.to_string(), serde_json::json!({})).await?;
@@ -347,35 +285,20 @@ pub async fn delete_runner(State(st): State<AppState>, p: Principal, Path(rid): 
     p.require(Role::PlatformAdmin)?;
     let rid = id(&rid, "runner")?;
     let mut tx = st.db.begin().await?;
-    let name: String = sqlx::query_scalar("SELECT name FROM runners WHERE id = $1 FOR UPDATE")
-        .bind(rid)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| ApiError::not_found("runner", rid))?;
-    let active = crate::store::boxes::count_unlost_on(&mut tx, rid).await?;
+    let name = runners::lock(&mut tx, rid).await?.ok_or_else(|| ApiError::not_found("runner", rid))?;
+    let active = box_store::count_unlost_on(&mut tx, rid).await?;
     if active > 0 {
         return Err(ApiError::conflict(
             "runner_in_use",
             format!("runner {name} still has {active} boxes; drain it and wait for them to end, or delete them"),
         ));
     }
-    crate::store::boxes::detach_runner(&mut tx, rid).await?;
-    sqlx::query("DELETE FROM runners WHERE id = $1").bind(rid).execute(&mut *tx).await?;
+    box_store::detach_runner(&mut tx, rid).await?;
+    runners::delete(&mut tx, rid).await?;
     audit(&mut *tx, Some(p.key_id), Some(p.org_id), "runner.delete", &name, serde_json::json!({"runner_id": rid}))
         .await?;
     tx.commit().await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(sqlx::FromRow)]
-struct TokenRow {
-    id: Uuid,
-    prefix: String,
-    description: String,
-    created_at: chrono::DateTime<chrono::Utc>,
-    expires_at: chrono::DateTime<chrono::Utc>,
-    revoked_at: Option<chrono::DateTime<chrono::Utc>>,
-    uses: i32,
 }
 
 impl From<TokenRow> for JoinTokenView {
@@ -391,8 +314,6 @@ impl From<TokenRow> for JoinTokenView {
         }
     }
 }
-
-const TOKEN_COLS: &str = "id, prefix, description, created_at, expires_at, revoked_at, uses";
 
 /// Issue a runner join token (`boxyard-runner serve --join-token`).
 #[utoipa::path(post, path = "/v1/admin/join-tokens", tag = "admin", request_body = CreateJoinToken,
@@ -413,18 +334,7 @@ pub async fn create_join_token(
     }
     let s = auth::generate("byj");
     let mut tx = st.db.begin().await?;
-    let row: TokenRow = sqlx::query_as(sql!(
-        "INSERT INTO join_tokens (id, prefix, hash, description, created_by, expires_at)
-         VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6)) RETURNING {TOKEN_COLS}"
-    ))
-    .bind(Uuid::now_v7())
-    .bind(&s.prefix)
-    .bind(&s.hash)
-    .bind(&c.description)
-    .bind(p.key_id)
-    .bind(ttl as f64)
-    .fetch_one(&mut *tx)
-    .await?;
+    let row = join_tokens::insert(&mut tx, &s.prefix, &s.hash, &c.description, p.key_id, ttl as f64).await?;
     audit(
         &mut *tx,
         Some(p.key_id),
@@ -442,8 +352,7 @@ pub async fn create_join_token(
 #[utoipa::path(get, path = "/v1/admin/join-tokens", tag = "admin", responses((status = 200, body = JoinTokenList), (status = 403, body = ErrorBody)))]
 pub async fn list_join_tokens(State(st): State<AppState>, p: Principal) -> ApiResult<axum::Json<JoinTokenList>> {
     p.require(Role::PlatformAdmin)?;
-    let rows: Vec<TokenRow> =
-        sqlx::query_as(sql!("SELECT {TOKEN_COLS} FROM join_tokens ORDER BY id")).fetch_all(&st.db).await?;
+    let rows = join_tokens::list(&st.db).await?;
     Ok(axum::Json(JoinTokenList { items: rows.into_iter().map(JoinTokenView::from).collect() }))
 }
 
@@ -457,26 +366,9 @@ pub async fn revoke_join_token(
 ) -> ApiResult<axum::Json<JoinTokenView>> {
     p.require(Role::PlatformAdmin)?;
     let tid = id(&tid, "join token")?;
-    let row: TokenRow = sqlx::query_as(sql!(
-        "UPDATE join_tokens SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 RETURNING {TOKEN_COLS}"
-    ))
-    .bind(tid)
-    .fetch_optional(&st.db)
-    .await?
-    .ok_or_else(|| ApiError::not_found("join token", tid))?;
+    let row = join_tokens::revoke(&st.db, tid).await?.ok_or_else(|| ApiError::not_found("join token", tid))?;
     audit(&st.db, Some(p.key_id), Some(p.org_id), "join_token.revoke", &row.prefix, serde_json::json!({})).await?;
     Ok(axum::Json(row.into()))
-}
-
-#[derive(sqlx::FromRow)]
-struct AuditRow {
-    id: i64,
-    at: chrono::DateTime<chrono::Utc>,
-    actor_key: Option<Uuid>,
-    actor_org: Option<Uuid>,
-    action: String,
-    target: String,
-    details: serde_json::Value,
 }
 
 #[derive(serde::Deserialize, utoipa::IntoParams)]
@@ -499,12 +391,7 @@ pub async fn audit_log(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::invalid("limit must be between 1 and 1000"));
     }
-    let rows: Vec<AuditRow> = sqlx::query_as(
-        "SELECT id, at, actor_key, actor_org, action, target, details FROM audit_log ORDER BY id DESC LIMIT $1",
-    )
-    .bind(limit)
-    .fetch_all(&st.db)
-    .await?;
+    let rows: Vec<AuditRow> = crate::store::audit::newest(&st.db, limit).await?;
     let items = rows
         .into_iter()
         .map(|r| AuditEntry {

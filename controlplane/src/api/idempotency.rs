@@ -9,6 +9,7 @@ use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
+use crate::store::idempotency as store;
 
 pub const HEADER: &str = "idempotency-key";
 
@@ -40,42 +41,14 @@ pub async fn begin(st: &AppState, headers: &HeaderMap, org: Uuid, operation: &st
             )
         })?
         .to_string();
-    let inserted = sqlx::query(
-        "INSERT INTO idempotency_keys (org_id, key, operation, request_hash) VALUES ($1, $2, $3, $4)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(org)
-    .bind(&key)
-    .bind(operation)
-    .bind(hash)
-    .execute(&st.db)
-    .await?
-    .rows_affected();
-    if inserted == 1 {
+    if store::claim(&st.db, org, &key, operation, hash).await? {
         return Ok(Begin::Run(Claim { org, key }));
     }
     // A claim left unfinished for long by a replica that died is taken over.
-    let taken = sqlx::query(
-        "UPDATE idempotency_keys SET created_at = now() WHERE org_id = $1 AND key = $2 AND operation = $3
-            AND request_hash = $4 AND status IS NULL AND created_at < now() - interval '15 minutes'",
-    )
-    .bind(org)
-    .bind(&key)
-    .bind(operation)
-    .bind(hash)
-    .execute(&st.db)
-    .await?
-    .rows_affected();
-    if taken == 1 {
+    if store::take_over(&st.db, org, &key, operation, hash).await? {
         return Ok(Begin::Run(Claim { org, key }));
     }
-    let (op, h, status, body): (String, Vec<u8>, Option<i32>, Option<serde_json::Value>) = sqlx::query_as(
-        "SELECT operation, request_hash, status, response FROM idempotency_keys WHERE org_id = $1 AND key = $2",
-    )
-    .bind(org)
-    .bind(&key)
-    .fetch_one(&st.db)
-    .await?;
+    let (op, h, status, body) = store::stored(&st.db, org, &key).await?;
     if op != operation || h != hash {
         return Err(ApiError::invalid(format!(
             "Idempotency-Key {key:?} was used for another request; use a new key for a new request"
@@ -104,19 +77,9 @@ impl Claim {
         let transient = status.is_server_error()
             || matches!(status, StatusCode::CONFLICT | StatusCode::TOO_MANY_REQUESTS | StatusCode::REQUEST_TIMEOUT);
         let r = if transient {
-            sqlx::query("DELETE FROM idempotency_keys WHERE org_id = $1 AND key = $2")
-                .bind(self.org)
-                .bind(&self.key)
-                .execute(&st.db)
-                .await
+            store::forget(&st.db, self.org, &self.key).await
         } else {
-            sqlx::query("UPDATE idempotency_keys SET status = $3, response = $4 WHERE org_id = $1 AND key = $2")
-                .bind(self.org)
-                .bind(&self.key)
-                .bind(i32::from(status.as_u16()))
-                .bind(body)
-                .execute(&st.db)
-                .await
+            store::finish(&st.db, self.org, &self.key, i32::from(status.as_u16()), body).await
         };
         if let Err(e) = r {
             tracing::warn!("cannot record the outcome of Idempotency-Key {:?}: {e}", self.key);

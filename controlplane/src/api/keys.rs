@@ -11,18 +11,8 @@ use crate::config::Quota;
 use crate::db::audit;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::state::AppState;
-
-#[derive(sqlx::FromRow)]
-pub struct KeyRow {
-    id: Uuid,
-    org_id: Uuid,
-    name: String,
-    prefix: String,
-    role: String,
-    created_at: chrono::DateTime<chrono::Utc>,
-    last_used_at: Option<chrono::DateTime<chrono::Utc>>,
-    revoked_at: Option<chrono::DateTime<chrono::Utc>>,
-}
+use crate::store::keys::{self as store, KeyRow, NewKey};
+use crate::store::orgs;
 
 impl From<KeyRow> for KeyView {
     fn from(k: KeyRow) -> Self {
@@ -39,8 +29,6 @@ impl From<KeyRow> for KeyView {
     }
 }
 
-const SELECT_KEY: &str = "SELECT id, org_id, name, prefix, role, created_at, last_used_at, revoked_at FROM api_keys";
-
 /// Creates a key in `org` (used by org admins for their org and by platform admins for any org).
 pub async fn create_key(st: &AppState, p: &Principal, org: Uuid, c: CreateKey) -> ApiResult<KeyCreated> {
     if c.name.is_empty() || c.name.len() > 128 {
@@ -54,19 +42,11 @@ pub async fn create_key(st: &AppState, p: &Principal, org: Uuid, c: CreateKey) -
         return Err(ApiError::invalid("platform_admin keys can only be created in the platform org"));
     }
     let s = auth::generate("byk");
-    let kid = Uuid::now_v7();
     let mut tx = st.db.begin().await?;
-    sqlx::query(
-        "INSERT INTO api_keys (id, org_id, name, prefix, hash, role, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    let kid = store::insert(
+        &mut tx,
+        &NewKey { org, name: &c.name, prefix: &s.prefix, hash: &s.hash, role: role.as_str(), created_by: p.key_id },
     )
-    .bind(kid)
-    .bind(org)
-    .bind(&c.name)
-    .bind(&s.prefix)
-    .bind(&s.hash)
-    .bind(role.as_str())
-    .bind(p.key_id)
-    .execute(&mut *tx)
     .await?;
     audit(
         &mut *tx,
@@ -78,26 +58,18 @@ pub async fn create_key(st: &AppState, p: &Principal, org: Uuid, c: CreateKey) -
     )
     .await?;
     tx.commit().await?;
-    let row: KeyRow = sqlx::query_as(sql!("{SELECT_KEY} WHERE id = $1")).bind(kid).fetch_one(&st.db).await?;
+    let row = store::get(&st.db, kid).await?.ok_or_else(|| ApiError::internal("a key vanished as it was created"))?;
     Ok(KeyCreated { key: row.into(), secret: s.value })
 }
 
 pub async fn list_keys(st: &AppState, org: Uuid) -> ApiResult<KeyList> {
-    let rows: Vec<KeyRow> =
-        sqlx::query_as(sql!("{SELECT_KEY} WHERE org_id = $1 ORDER BY id")).bind(org).fetch_all(&st.db).await?;
+    let rows = store::list(&st.db, org).await?;
     Ok(KeyList { items: rows.into_iter().map(KeyView::from).collect() })
 }
 
 pub async fn revoke_key(st: &AppState, p: &Principal, org: Uuid, kid: Uuid) -> ApiResult<KeyView> {
     let mut tx = st.db.begin().await?;
-    let row: Option<KeyRow> = sqlx::query_as(sql!(
-        "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1 AND org_id = $2
-         RETURNING id, org_id, name, prefix, role, created_at, last_used_at, revoked_at"
-    ))
-    .bind(kid)
-    .bind(org)
-    .fetch_optional(&mut *tx)
-    .await?;
+    let row: Option<KeyRow> = store::revoke(&mut tx, org, kid).await?;
     let row = row.ok_or_else(|| ApiError::not_found("key", kid))?;
     if Role::parse(&row.role).is_some_and(|r| r > p.role) {
         return Err(ApiError::forbidden("a key cannot revoke a key with a higher role"));
@@ -141,20 +113,13 @@ pub async fn revoke(
 }
 
 pub async fn quota_of(st: &AppState, org: Uuid) -> ApiResult<Quota> {
-    sqlx::query_as(
-        "SELECT max_boxes, max_vcpus, max_memory_mib, max_box_vcpus, max_box_memory_mib, max_box_disk_mib FROM org_quotas WHERE org_id = $1",
-    )
-    .bind(org)
-    .fetch_optional(&st.db)
-    .await?
-    .ok_or_else(|| ApiError::not_found("org", org))
+    orgs::quota(&st.db, org).await?.ok_or_else(|| ApiError::not_found("org", org))
 }
 
 /// Who am I: the key's org and role.
 #[utoipa::path(get, path = "/v1/me", tag = "meta", responses((status = 200, body = Me), (status = 401, body = ErrorBody)))]
 pub async fn me(State(st): State<AppState>, p: Principal) -> ApiResult<axum::Json<Me>> {
-    let org_name: String =
-        sqlx::query_scalar("SELECT name FROM orgs WHERE id = $1").bind(p.org_id).fetch_one(&st.db).await?;
+    let (org_name, _) = orgs::get(&st.db, p.org_id).await?.ok_or_else(|| ApiError::not_found("org", p.org_id))?;
     Ok(axum::Json(Me { key_id: p.key_id, org_id: p.org_id, org_name, role: p.role }))
 }
 

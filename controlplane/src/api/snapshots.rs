@@ -5,7 +5,6 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
-use sqlx::types::Json;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
@@ -13,7 +12,7 @@ use super::extract::{Body, id};
 use crate::auth::{Principal, Role};
 use crate::db::audit;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::snapshots::{self, SELECT_SNAPSHOT, SnapshotMetadata, SnapshotRow};
+use crate::snapshots::{self, SnapshotMetadata, SnapshotRow};
 use crate::state::AppState;
 
 /// `POST /v1/snapshots`.
@@ -147,20 +146,23 @@ pub async fn create(
     };
     let org = if c.public { None } else { Some(p.org_id) };
     let mut tx = st.db.begin().await?;
-    sqlx::query(
-        "INSERT INTO snapshots (id, org_id, name, state, object_key, metadata, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    snapshots::insert(
+        &mut tx,
+        &snapshots::NewSnapshot {
+            id,
+            org,
+            name: &c.name,
+            state,
+            object_key: &key,
+            metadata: &c.metadata,
+            created_by: p.key_id,
+        },
     )
-    .bind(id)
-    .bind(org)
-    .bind(&c.name)
-    .bind(state)
-    .bind(&key)
-    .bind(Json(&c.metadata))
-    .bind(p.key_id)
-    .execute(&mut *tx)
     .await
     .map_err(|e| match ApiError::from(e) {
-        e if e.code() == "already_exists" => ApiError::conflict("already_exists", format!("a snapshot named {:?} exists", c.name)),
+        e if e.code() == "already_exists" => {
+            ApiError::conflict("already_exists", format!("a snapshot named {:?} exists", c.name))
+        }
         e => e,
     })?;
     audit(
@@ -206,17 +208,8 @@ pub async fn upload(
     let s = snapshots::get(&st, p.org_id, id(&sid, "snapshot")?).await?;
     may_change(&p, &s)?;
     let store = snapshots::store(&st)?.clone();
-    let claimed = sqlx::query(
-        "UPDATE snapshots SET state = 'uploading', uploading_since = now(), reason = NULL, updated_at = now()
-          WHERE id = $1 AND state IN ('uploading', 'failed') AND object_key = $2
-            AND (uploading_since IS NULL OR uploading_since < now() - interval '6 hours')",
-    )
-    .bind(s.id)
-    .bind(format!("snapshots/{}.ext4", s.id))
-    .execute(&st.db)
-    .await?
-    .rows_affected();
-    if claimed == 0 {
+    let claimed = snapshots::claim_upload(&st.db, s.id).await?;
+    if !claimed {
         return Err(ApiError::conflict(
             "invalid_state",
             format!(
@@ -267,11 +260,7 @@ pub async fn upload(
 /// List the snapshots the caller's org can use (its own and published ones).
 #[utoipa::path(get, path = "/v1/snapshots", tag = "snapshots", responses((status = 200, body = SnapshotList)))]
 pub async fn list(State(st): State<AppState>, p: Principal) -> ApiResult<axum::Json<SnapshotList>> {
-    let rows: Vec<SnapshotRow> =
-        sqlx::query_as(sql!("{SELECT_SNAPSHOT} WHERE org_id = $1 OR org_id IS NULL ORDER BY name, id"))
-            .bind(p.org_id)
-            .fetch_all(&st.db)
-            .await?;
+    let rows = snapshots::visible_to(&st.db, p.org_id).await?;
     Ok(axum::Json(SnapshotList { items: rows.into_iter().map(SnapshotView::from).collect() }))
 }
 
@@ -293,12 +282,7 @@ pub async fn delete(State(st): State<AppState>, p: Principal, Path(sid): Path<St
     let s = snapshots::get(&st, p.org_id, id(&sid, "snapshot")?).await?;
     may_change(&p, &s)?;
     let mut tx = st.db.begin().await?;
-    let busy: bool = sqlx::query_scalar(
-        "SELECT state = 'verifying' OR uploading_since IS NOT NULL FROM snapshots WHERE id = $1 FOR UPDATE",
-    )
-    .bind(s.id)
-    .fetch_one(&mut *tx)
-    .await?;
+    let busy = snapshots::lock_busy(&mut tx, s.id).await?;
     if busy {
         return Err(ApiError::conflict(
             "invalid_state",
@@ -314,7 +298,7 @@ pub async fn delete(State(st): State<AppState>, p: Principal, Path(sid): Path<St
         ));
     }
     crate::store::boxes::unlink_snapshot(&mut tx, s.id).await?;
-    sqlx::query("DELETE FROM snapshots WHERE id = $1").bind(s.id).execute(&mut *tx).await?;
+    snapshots::delete(&mut tx, s.id).await?;
     audit(&mut *tx, Some(p.key_id), Some(p.org_id), "snapshot.delete", &s.name, serde_json::json!({"id": s.id}))
         .await?;
     tx.commit().await?;

@@ -194,9 +194,6 @@ async fn collect(st: &AppState) -> Result<(), sqlx::Error> {
     )
     .execute(&st.db)
     .await?;
-    sqlx::query("DELETE FROM idempotency_keys WHERE created_at < now() - make_interval(secs => $1)")
-        .bind(secs(cfg.idempotency_ttl))
-        .execute(&st.db)
-        .await?;
+    crate::store::idempotency::collect(&st.db, secs(cfg.idempotency_ttl)).await?;
     Ok(())
 }

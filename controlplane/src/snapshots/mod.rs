@@ -139,3 +139,79 @@ pub async fn settle(db: &sqlx::PgPool, id: Uuid, outcome: Result<(u64, String), 
     }
     Ok(())
 }
+
+/// What a new snapshot row records.
+#[derive(Debug, Clone)]
+pub struct NewSnapshot<'a> {
+    /// Its id.
+    pub id: Uuid,
+    /// Its org (None: published to every org).
+    pub org: Option<Uuid>,
+    /// Its name.
+    pub name: &'a str,
+    /// `uploading` or `verifying`.
+    pub state: &'a str,
+    /// Where its image is in the bucket.
+    pub object_key: &'a str,
+    /// Its metadata.
+    pub metadata: &'a SnapshotMetadata,
+    /// The key that created it.
+    pub created_by: Uuid,
+}
+
+/// Inserts a snapshot row.
+pub async fn insert(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, n: &NewSnapshot<'_>) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO snapshots (id, org_id, name, state, object_key, metadata, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    )
+    .bind(n.id)
+    .bind(n.org)
+    .bind(n.name)
+    .bind(n.state)
+    .bind(n.object_key)
+    .bind(Json(n.metadata))
+    .bind(n.created_by)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Claims a new or failed snapshot for an upload of its image (at most one at a time; a claim older than six hours
+/// is taken over). False: not claimable.
+pub async fn claim_upload(db: &sqlx::PgPool, id: Uuid) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE snapshots SET state = 'uploading', uploading_since = now(), reason = NULL, updated_at = now()
+          WHERE id = $1 AND state IN ('uploading', 'failed') AND object_key = $2
+            AND (uploading_since IS NULL OR uploading_since < now() - interval '6 hours')",
+    )
+    .bind(id)
+    .bind(format!("snapshots/{id}.ext4"))
+    .execute(db)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// The snapshots `org` can use (its own and published ones), by name.
+pub async fn visible_to(db: &sqlx::PgPool, org: Uuid) -> Result<Vec<SnapshotRow>, sqlx::Error> {
+    sqlx::query_as(sql!("{SELECT_SNAPSHOT} WHERE org_id = $1 OR org_id IS NULL ORDER BY name, id"))
+        .bind(org)
+        .fetch_all(db)
+        .await
+}
+
+/// Locks a snapshot's row; true when an upload or a check is in progress.
+pub async fn lock_busy(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT state = 'verifying' OR uploading_since IS NOT NULL FROM snapshots WHERE id = $1 FOR UPDATE",
+    )
+    .bind(id)
+    .fetch_one(&mut **tx)
+    .await
+}
+
+/// Removes a snapshot row.
+pub async fn delete(tx: &mut sqlx::Transaction<'_, sqlx::Postgres>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM snapshots WHERE id = $1").bind(id).execute(&mut **tx).await?;
+    Ok(())
+}

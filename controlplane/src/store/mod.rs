@@ -1,11 +1,17 @@
-//! The control plane's store: every SQL statement on `boxes` and `executions` (and placement's reads of runner
-//! load) lives here, one module per table. Nothing else in the crate writes a box's state; the lifecycle layer
-//! decides, the store writes, checked against the state machine and the row's generation.
+//! The control plane's store: the SQL statements of the API and the box lifecycle, one module per table. Every
+//! statement on `boxes` and `executions` lives here; nothing else in the crate writes a box's state (the lifecycle
+//! layer decides, the store writes, checked against the state machine and the row's generation). The API handlers
+//! hold no SQL.
 
+pub mod audit;
 pub mod boxes;
 pub mod executions;
+pub mod idempotency;
+pub mod join_tokens;
+pub mod keys;
 pub mod orgs;
 pub mod placement;
+pub mod runners;
 
 use uuid::Uuid;
 

@@ -1,6 +1,7 @@
-//! The org statements the box lifecycle needs: an org's quota, read under its row lock (concurrent creates and
-//! starts in one org serialize on it).
+//! The `orgs` and `org_quotas` tables: an org's quota (read under its row lock by the box lifecycle, so that
+//! concurrent creates and starts in one org serialize on it), names, and the admin API's reads and writes.
 
+use chrono::{DateTime, Utc};
 use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
@@ -15,4 +16,54 @@ pub async fn lock_quota(tx: &mut Transaction<'_, Postgres>, org: Uuid) -> Result
     .bind(org)
     .fetch_one(&mut **tx)
     .await
+}
+
+/// An org's quota (None: no such org).
+pub async fn quota(db: &sqlx::PgPool, org: Uuid) -> Result<Option<Quota>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT max_boxes, max_vcpus, max_memory_mib, max_box_vcpus, max_box_memory_mib, max_box_disk_mib
+           FROM org_quotas WHERE org_id = $1",
+    )
+    .bind(org)
+    .fetch_optional(db)
+    .await
+}
+
+/// Replaces an org's quota. False: no such org.
+pub async fn set_quota(tx: &mut Transaction<'_, Postgres>, org: Uuid, q: &Quota) -> Result<bool, sqlx::Error> {
+    let n = sqlx::query(
+        "UPDATE org_quotas SET max_boxes = $2, max_vcpus = $3, max_memory_mib = $4, max_box_vcpus = $5,
+                max_box_memory_mib = $6, max_box_disk_mib = $7, updated_at = now() WHERE org_id = $1",
+    )
+    .bind(org)
+    .bind(q.max_boxes)
+    .bind(q.max_vcpus)
+    .bind(q.max_memory_mib)
+    .bind(q.max_box_vcpus)
+    .bind(q.max_box_memory_mib)
+    .bind(q.max_box_disk_mib)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    Ok(n == 1)
+}
+
+/// An org's name and creation time.
+pub async fn get(db: &sqlx::PgPool, org: Uuid) -> Result<Option<(String, DateTime<Utc>)>, sqlx::Error> {
+    sqlx::query_as("SELECT name, created_at FROM orgs WHERE id = $1").bind(org).fetch_optional(db).await
+}
+
+/// Whether an org exists.
+pub async fn exists(db: &sqlx::PgPool, org: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orgs WHERE id = $1)").bind(org).fetch_one(db).await
+}
+
+/// Whether an org of this name exists.
+pub async fn name_taken(tx: &mut Transaction<'_, Postgres>, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM orgs WHERE name = $1)").bind(name).fetch_one(&mut **tx).await
+}
+
+/// Every org id, oldest first.
+pub async fn list(db: &sqlx::PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
+    sqlx::query_scalar("SELECT id FROM orgs ORDER BY id").fetch_all(db).await
 }
