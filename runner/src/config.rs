@@ -44,7 +44,8 @@ impl RunnerConfig {
         }
     }
 
-    pub fn boxes_dir(&self) -> PathBuf {
-        self.state_dir.join("boxes")
+    /// The state directory's paths.
+    pub fn paths(&self) -> crate::paths::StatePaths {
+        crate::paths::StatePaths::new(&self.state_dir)
     }
 }

@@ -29,6 +29,7 @@ use crate::config::RunnerConfig;
 use crate::error::{Result, RunnerError};
 use crate::executions::{self, ExecMeta, Execution, pump};
 use crate::launch;
+use crate::paths::BoxPaths;
 use crate::store;
 use crate::vm::{Vm, VmBackend, VmSpec, VmStatus};
 use record::{BoxRecord, Spec, validate_box_id};
@@ -100,21 +101,25 @@ impl BoxEntry {
         let mut r = self.record.lock().unwrap();
         if r.desired_running != running {
             r.desired_running = running;
-            store::write_json(&self.dir.join("box.json"), &*r)?;
+            store::write_json(&self.paths().record(), &*r)?;
         }
         Ok(())
     }
 
+    fn paths(&self) -> BoxPaths {
+        BoxPaths::new(&self.dir)
+    }
+
     fn executions_dir(&self) -> PathBuf {
-        self.dir.join("executions")
+        self.paths().executions()
     }
 
     fn run_dir(&self) -> PathBuf {
-        self.dir.join("vm")
+        self.paths().vm().dir().to_path_buf()
     }
 
     fn disk_path(&self) -> PathBuf {
-        self.dir.join("rw.ext4")
+        self.paths().disk()
     }
 
     fn agent(&self) -> Result<Agent> {
@@ -181,7 +186,7 @@ impl BoxManager {
     /// Opens the state directory: loads every box and execution, re-adopts running VMs, resumes output pumps, and
     /// starts collecting old execution logs.
     pub async fn open(config: RunnerConfig, backend: Arc<dyn VmBackend>) -> Result<Arc<Self>> {
-        let boxes_dir = config.boxes_dir();
+        let boxes_dir = config.paths().boxes();
         std::fs::create_dir_all(&boxes_dir).map_err(|e| io_internal("create", &boxes_dir, e))?;
         let mgr = Arc::new(BoxManager {
             config,
@@ -218,16 +223,16 @@ impl BoxManager {
 
     /// Reads every box and its executions from disk (blocking).
     fn load_all(&self) -> Result<Vec<(Arc<BoxEntry>, bool)>> {
-        let dir = self.config.boxes_dir();
+        let dir = self.config.paths().boxes();
         let mut out = Vec::new();
         for e in std::fs::read_dir(&dir).map_err(|e| io_internal("read", &dir, e))?.flatten() {
             let box_dir = e.path();
-            if e.file_name().to_string_lossy().starts_with(".trash-") {
+            if e.file_name().to_string_lossy().starts_with(crate::paths::TRASH_PREFIX) {
                 // A destroy interrupted by a crash: finish it.
                 let _ = std::fs::remove_dir_all(&box_dir);
                 continue;
             }
-            let record = match store::read_json::<BoxRecord>(&box_dir.join("box.json")) {
+            let record = match store::read_json::<BoxRecord>(&BoxPaths::new(&box_dir).record()) {
                 Ok(Some(r)) => r,
                 Ok(None) => {
                     // A creation that crashed before its record was written.
@@ -467,7 +472,12 @@ impl BoxManager {
             }
             let record =
                 BoxRecord { box_id: id.to_string(), spec, created_unix_ms: store::now_ms(), desired_running: true };
-            let entry = BoxEntry::new(self.config.boxes_dir().join(id), record, pb::BoxState::Starting, String::new());
+            let entry = BoxEntry::new(
+                self.config.paths().box_dir(id).dir().to_path_buf(),
+                record,
+                pb::BoxState::Starting,
+                String::new(),
+            );
             boxes.insert(id.to_string(), entry.clone());
             entry
         };
@@ -477,7 +487,7 @@ impl BoxManager {
             std::fs::create_dir_all(e.executions_dir())
                 .map_err(|err| io_internal("create", &e.executions_dir(), err))?;
             let r = e.record.lock().unwrap().clone();
-            store::write_json(&e.dir.join("box.json"), &r)
+            store::write_json(&e.paths().record(), &r)
         })
         .await;
         if let Err(err) = created {
@@ -666,10 +676,7 @@ impl BoxManager {
         // Move the directory aside (atomic), then forget the box, then delete.
         let mut nonce = [0u8; 6];
         getrandom::fill(&mut nonce).expect("the OS random source works");
-        let trash = self
-            .config
-            .boxes_dir()
-            .join(format!(".trash-{id}-{}", nonce.iter().map(|b| format!("{b:02x}")).collect::<String>()));
+        let trash = self.config.paths().trash(id, &nonce.iter().map(|b| format!("{b:02x}")).collect::<String>());
         let moved = match std::fs::rename(&entry.dir, &trash) {
             Ok(()) => true,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
@@ -745,7 +752,7 @@ impl BoxManager {
             kill_grace_ms: req.kill_grace_ms,
             created_unix_ms: store::now_ms(),
         };
-        let dir = entry.executions_dir().join(&id);
+        let dir = entry.paths().execution(&id).dir().to_path_buf();
         let log_config = self.config.log;
         let exec = {
             let (dir, meta) = (dir.clone(), meta.clone());

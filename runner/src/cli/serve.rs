@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use boxyard_runner::boxes::BoxManager;
 use boxyard_runner::config::RunnerConfig;
 use boxyard_runner::execlog::LogConfig;
+use boxyard_runner::paths::StatePaths;
 use boxyard_runner::registration;
 use boxyard_runner::service::{self, tls};
 use boxyard_runner::vm::VmBackend;
@@ -243,7 +244,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     config.finished_ttl = args.finished_ttl;
     config.gc_interval = args.gc_interval;
     if let Some(store) = args.s3.store().context("the snapshot bucket (--s3-*) is misconfigured")? {
-        let dir = args.state_dir.join("snapshots");
+        let dir = StatePaths::new(&args.state_dir).snapshots();
         let snaps = boxyard_runner::snapshots::SnapshotStore::new(
             dir,
             store,
@@ -262,7 +263,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     let inv = mgr.inventory();
     let running = inv.boxes.iter().filter(|b| b.state == boxyard_proto::runner::BoxState::Running as i32).count();
     // Written once recovery is done and the listener is bound: tests and tools wait for this file.
-    let addr_file = args.state_dir.join("runner.addr");
+    let addr_file = StatePaths::new(&args.state_dir).addr_file();
     boxyard_runner::store::write_json(&addr_file, &addr.to_string())?;
     eprintln!(
         "boxyard-runner: serving the runner API on {addr} (TLS, backend {backend_name}); {} boxes, {running} running",

@@ -28,6 +28,7 @@ use tokio::sync::watch;
 use crate::agent::Agent;
 use crate::error::{Result, RunnerError};
 use crate::execlog::{ExecLog, LogConfig};
+use crate::paths::ExecPaths;
 use crate::store;
 
 /// What was asked (persisted as `exec.json`).
@@ -134,15 +135,16 @@ pub struct Execution {
 
 impl Execution {
     fn result_path(dir: &Path) -> PathBuf {
-        dir.join("result.json")
+        ExecPaths::new(dir).result()
     }
 
     /// Creates a new execution's directory and records what was asked (durably, before the guest runs anything).
     pub fn create(dir: PathBuf, meta: ExecMeta, log_config: LogConfig) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| RunnerError::Internal(format!("cannot create {}: {e}", dir.display())))?;
-        store::write_json(&dir.join("exec.json"), &meta)?;
-        let log = ExecLog::open(&dir.join("log"), log_config)?;
+        let paths = ExecPaths::new(&dir);
+        store::write_json(&paths.meta(), &meta)?;
+        let log = ExecLog::open(&paths.log(), log_config)?;
         Ok(Arc::new(Execution {
             meta,
             dir,
@@ -159,10 +161,11 @@ impl Execution {
     /// Loads an execution left by an earlier runner process (its log's torn tail is cut). None: the directory holds
     /// no record of what was asked (a creation that crashed half-way); the caller removes it.
     pub fn load(dir: PathBuf, log_config: LogConfig) -> Result<Option<Arc<Self>>> {
-        let Some(meta) = store::read_json::<ExecMeta>(&dir.join("exec.json"))? else { return Ok(None) };
-        let log = ExecLog::open(&dir.join("log"), log_config)?;
+        let paths = ExecPaths::new(&dir);
+        let Some(meta) = store::read_json::<ExecMeta>(&paths.meta())? else { return Ok(None) };
+        let log = ExecLog::open(&paths.log(), log_config)?;
         let result = store::read_json::<ExecResult>(&Self::result_path(&dir))?;
-        let killed = dir.join("killed").exists();
+        let killed = paths.killed().exists();
         Ok(Some(Arc::new(Execution {
             meta,
             dir,
@@ -208,7 +211,7 @@ impl Execution {
     /// Records (durably) that the execution is being killed.
     pub fn mark_killed(&self) -> Result<()> {
         if !self.killed.swap(true, Ordering::SeqCst) {
-            std::fs::write(self.dir.join("killed"), b"")
+            std::fs::write(ExecPaths::new(&self.dir).killed(), b"")
                 .map_err(|e| RunnerError::Internal(format!("cannot record the kill in {}: {e}", self.dir.display())))?;
         }
         Ok(())

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::paths::StatePaths;
 use boxyard_proto::registry as pb;
 use boxyard_proto::registry::registry_client::RegistryClient;
 use serde::{Deserialize, Serialize};
@@ -74,7 +75,7 @@ fn write_secret(path: &Path, data: &str) -> Result<(), RegistrationError> {
 
 /// The runner API's token (created once).
 pub fn api_token(state_dir: &Path) -> Result<String, RegistrationError> {
-    let path = state_dir.join("api-token");
+    let path = StatePaths::new(state_dir).api_token();
     match std::fs::read_to_string(&path) {
         Ok(t) if t.trim().len() >= 32 => return Ok(t.trim().to_string()),
         Ok(_) => {}
@@ -136,13 +137,13 @@ async fn register(
         })?
         .into_inner();
     let reg = Registration { controlplane: m.controlplane.clone(), runner_id: r.runner_id, credential: r.credential };
-    write_secret(&state_dir.join("registration.json"), &serde_json::to_string(&reg).expect("serializable"))?;
+    write_secret(&StatePaths::new(state_dir).registration(), &serde_json::to_string(&reg).expect("serializable"))?;
     tracing::info!(runner_id = %reg.runner_id, "registered with the control plane at {}", m.controlplane);
     Ok(reg)
 }
 
 fn load(state_dir: &Path, m: &Membership) -> Result<Option<Registration>, RegistrationError> {
-    let path = state_dir.join("registration.json");
+    let path = StatePaths::new(state_dir).registration();
     let data = match std::fs::read(&path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

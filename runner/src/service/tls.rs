@@ -40,13 +40,13 @@ impl CertPair {
 
 /// Where the development certificate lives in a state directory.
 pub fn dev_cert_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("tls").join("dev-cert.pem")
+    crate::paths::StatePaths::new(state_dir).dev_cert()
 }
 
 /// The development certificate of a state directory, generated on first use.
 pub fn dev_certificate(state_dir: &Path) -> Result<CertPair, TlsError> {
     let cert = dev_cert_path(state_dir);
-    let key = state_dir.join("tls").join("dev-key.pem");
+    let key = crate::paths::StatePaths::new(state_dir).dev_key();
     if cert.is_file() && key.is_file() {
         return CertPair::load(&cert, &key);
     }

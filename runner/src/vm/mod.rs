@@ -39,12 +39,17 @@ pub struct VmSpec {
 impl VmSpec {
     /// The unix socket the guest agent is reachable on.
     pub fn agent_socket(&self) -> PathBuf {
-        self.run_dir.join("agent.sock")
+        self.paths().agent_socket()
+    }
+
+    /// The VM's runtime files.
+    pub fn paths(&self) -> crate::paths::VmPaths {
+        crate::paths::VmPaths::new(&self.run_dir)
     }
 
     /// The guest's serial console output.
     pub fn console_log(&self) -> PathBuf {
-        self.run_dir.join("console.log")
+        self.paths().console_log()
     }
 
     /// Checks that the files a real VM boots from exist, with errors that say what to fix.
