@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod boxes;
+pub mod cleanup;
 pub mod client;
 pub mod config;
 pub mod disk;
@@ -29,5 +30,6 @@ pub mod paths;
 pub mod registration;
 pub mod service;
 pub mod snapshots;
+pub mod storage;
 pub mod store;
 pub mod vm;
