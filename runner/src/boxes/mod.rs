@@ -52,6 +52,8 @@ type Boxes = Arc<RwLock<HashMap<String, Arc<BoxHandle>>>>;
 pub struct BoxManager {
     shared: Arc<Shared>,
     boxes: Boxes,
+    /// Box directories whose record this runner cannot read (a newer runner wrote it): their ids are refused.
+    unreadable: HashMap<String, String>,
 }
 
 /// Runs blocking file work off the async threads.
@@ -75,10 +77,11 @@ impl BoxManager {
             let s = shared.clone();
             blocking(move || recovery::load_all(&s)).await?
         };
-        let mgr = Arc::new(BoxManager { shared: shared.clone(), boxes: Arc::default() });
+        let mgr = Arc::new(BoxManager { shared: shared.clone(), boxes: Arc::default(), unreadable: loaded.unreadable });
         let handles: Vec<Arc<BoxHandle>> = loaded
+            .records
             .into_iter()
-            .map(|l| actor::spawn(shared.clone(), l.record, pb::BoxState::Stopped, String::new()))
+            .map(|r| actor::spawn(shared.clone(), r, pb::BoxState::Stopped, String::new()))
             .collect();
         mgr.boxes.write().unwrap().extend(handles.iter().map(|h| (h.id.clone(), h.clone())));
         futures::future::join_all(handles.iter().map(|h| h.request(|reply| Command::Recover { reply }))).await;
@@ -126,6 +129,11 @@ impl BoxManager {
     /// Creates a box and boots it; the same id with the same spec returns the existing box.
     pub async fn create_box(&self, id: &str, spec: Option<pb::BoxSpec>) -> Result<pb::BoxInfo> {
         validate_box_id(id)?;
+        if let Some(why) = self.unreadable.get(id) {
+            return Err(RunnerError::FailedPrecondition(format!(
+                "box {id:?} exists on this runner with a record it cannot read, left as it is: {why}"
+            )));
+        }
         let spec = Spec::from_proto(spec)?;
         if let Some(s) = &spec.snapshot {
             self.snapshot_image(s).await?;

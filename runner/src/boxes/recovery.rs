@@ -22,18 +22,21 @@ const READOPT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a VM found running for a box that should not run gets to stop.
 const FINISH_STOP_TIMEOUT: Duration = super::DEFAULT_STOP_TIMEOUT;
 
-/// A box read from disk.
+/// The boxes read from disk.
+#[derive(Default)]
 pub struct Loaded {
-    /// Its record.
-    pub record: BoxRecord,
+    /// Their records.
+    pub records: Vec<BoxRecord>,
+    /// Box directories whose record cannot be read (by directory name), with why: left as they are.
+    pub unreadable: std::collections::HashMap<String, String>,
 }
 
 /// Reads every box and its executions from disk (blocking); executions go into the registry. Finishes interrupted
 /// destroys and removes half-created directories; a box or execution whose record cannot be read is left as it is
 /// (and logged), so a runner that does not understand it never damages it.
-pub fn load_all(shared: &Shared) -> Result<Vec<Loaded>> {
+pub fn load_all(shared: &Shared) -> Result<Loaded> {
     let dir = shared.config.paths().boxes();
-    let mut out = Vec::new();
+    let mut out = Loaded::default();
     for e in std::fs::read_dir(&dir).map_err(|e| io_internal("read", &dir, e))?.flatten() {
         let box_dir = e.path();
         if e.file_name().to_string_lossy().starts_with(TRASH_PREFIX) {
@@ -52,6 +55,7 @@ pub fn load_all(shared: &Shared) -> Result<Vec<Loaded>> {
             }
             Err(e) => {
                 tracing::error!("skipping a box, left as it is: {e}");
+                out.unreadable.insert(e_name(&box_dir), e.to_string());
                 continue;
             }
         };
@@ -66,9 +70,13 @@ pub fn load_all(shared: &Shared) -> Result<Vec<Loaded>> {
                 }
             }
         }
-        out.push(Loaded { record });
+        out.records.push(record);
     }
     Ok(out)
+}
+
+fn e_name(dir: &std::path::Path) -> String {
+    dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
 }
 
 impl BoxActor {
