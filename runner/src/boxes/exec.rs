@@ -55,13 +55,8 @@ impl BoxManager {
         };
         let paths = self.shared.config.paths().box_dir(&handle.id).execution(&id);
         let (log_config, storage) = (self.shared.config.log, self.shared.config.storage.clone());
-        let exec = {
-            let (dir, meta) = (paths.dir().to_path_buf(), meta.clone());
-            blocking(move || Execution::create(dir, meta, log_config, storage)).await?
-        };
-        registry.insert(exec.clone());
-        drop(creating);
-        // Until the guest has started it, a failure forgets the execution again.
+        // Until the guest has started it, a failure forgets the execution again (a full disk, an agent that does
+        // not answer).
         let mut undo = Cleanup::new();
         let (r, key, dir) = (registry.clone(), id.clone(), paths.dir().to_path_buf());
         undo.push("forget the execution", move || {
@@ -69,6 +64,12 @@ impl BoxManager {
             // One small directory: deleted on the spot.
             let _ = std::fs::remove_dir_all(&dir);
         });
+        let exec = {
+            let (dir, meta) = (paths.dir().to_path_buf(), meta.clone());
+            blocking(move || Execution::create(dir, meta, log_config, storage)).await?
+        };
+        registry.insert(exec.clone());
+        drop(creating);
         let what = format!("starting {:?} in box {:?}", meta.argv[0], handle.id);
         agent::call(self.agent_timeout(), agent.exec(meta.agent_request()))
             .await

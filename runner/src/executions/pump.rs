@@ -209,7 +209,7 @@ async fn follow(
             match stored {
                 Ok(Ok(end)) => {
                     if std::mem::take(storage_failing) {
-                        tracing::warn!(execution = exec.id(), end, "output pump: storing output works again");
+                        tracing::warn!(execution = exec.id(), end, "output pump: storing works again");
                     }
                     progressed = true;
                     f.ack(end).await
@@ -223,7 +223,11 @@ async fn follow(
             let e = exec.clone();
             let stored = tokio::task::spawn_blocking(move || e.finish(ExecResult::from_agent(&r, killed))).await;
             match stored {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => {
+                    if std::mem::take(storage_failing) {
+                        tracing::warn!(execution = exec.id(), "output pump: storing works again; the result is stored");
+                    }
+                }
                 Ok(Err(e)) => return Err(Step::Storage { why: format!("cannot store the result: {e}"), progressed }),
                 Err(e) => return Err(Step::Storage { why: format!("cannot store the result: {e}"), progressed }),
             }
