@@ -6,10 +6,10 @@ use std::time::Duration;
 use crate::execlog::LogConfig;
 use crate::launch::GuestImage;
 
-/// Everything the runner's boxes and executions are configured with.
 /// How long one call to a guest agent may take unless configured (`--agent-timeout`).
 pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Everything the runner's boxes and executions are configured with.
 #[derive(Clone)]
 pub struct RunnerConfig {
     /// Root of everything the runner keeps: boxes, their disks, executions and their logs.

@@ -14,6 +14,8 @@
 //! - [`config`], [`error`], [`store`] (atomic state files), [`paths`] (the state directory's layout), [`client`] (a TLS
 //!   client of the runner API).
 
+#![warn(missing_docs)]
+
 pub mod agent;
 pub mod boxes;
 pub mod cleanup;

@@ -55,19 +55,50 @@ pub struct Position {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
     /// Output in `[from, to)` was dropped by retention.
-    Gap { from: u64, to: u64 },
+    Gap {
+        /// The first dropped cursor.
+        from: u64,
+        /// The cursor after the last dropped byte.
+        to: u64,
+    },
     /// Bytes of stream 1 (stdout) or 2 (stderr) at `cursor`.
-    Data { stream: u8, cursor: u64, data: Vec<u8> },
+    Data {
+        /// 1 (stdout) or 2 (stderr).
+        stream: u8,
+        /// The cursor of the first byte.
+        cursor: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
 }
 
+/// An error of the execution log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// An append that does not start at or before the log's end.
     #[error("append at cursor {cursor} would leave a hole: the log ends at {end}")]
-    Hole { cursor: u64, end: u64 },
+    Hole {
+        /// Where the append started.
+        cursor: u64,
+        /// Where the log ends.
+        end: u64,
+    },
+    /// A read past the log's end.
     #[error("cursor {cursor} is beyond the end of the log ({end})")]
-    Beyond { cursor: u64, end: u64 },
+    Beyond {
+        /// The cursor asked for.
+        cursor: u64,
+        /// Where the log ends.
+        end: u64,
+    },
+    /// The disk failed.
     #[error("execution log I/O error in {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 struct Segment {
@@ -164,6 +195,7 @@ impl ExecLog {
         }))
     }
 
+    /// What the log holds now.
     pub fn position(&self) -> Position {
         *self.tx.borrow()
     }

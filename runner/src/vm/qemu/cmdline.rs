@@ -24,6 +24,7 @@ pub enum Machine {
 }
 
 impl Machine {
+    /// `microvm` or `q35`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "microvm" => Some(Machine::Microvm),

@@ -23,8 +23,11 @@ pub use cmdline::{Accel, Machine};
 /// Creates QEMU VMs.
 #[derive(Clone, Debug)]
 pub struct QemuBackend {
+    /// `qemu-system-x86_64`.
     pub binary: PathBuf,
+    /// KVM or TCG.
     pub accel: Accel,
+    /// The machine type.
     pub machine: Machine,
     /// Host TSC rate handed to TCG microvm guests (see [`crate::hostcaps::tsc_khz`]).
     pub tsc_khz: Option<u64>,
