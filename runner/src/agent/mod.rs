@@ -1,7 +1,7 @@
 //! The host side of the guest agent channel.
 //!
 //! [`connect`] opens a gRPC channel to an agent over its unix socket (QEMU's end of the virtio-serial port, or the
-//! local backend's socket), running the session handshake on every (re)connection. [`output`] follows one
+//! local backend's socket), running the session handshake on every (re)connection. `output` follows one
 //! execution's output from a cursor and survives the channel being cut: the caller keeps its cursor and calls again.
 
 mod output;

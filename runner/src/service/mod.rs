@@ -1,5 +1,5 @@
 //! The runner's gRPC service (`boxyard.runner.v1.Runner`): a thin layer that maps requests onto the
-//! [`BoxManager`](crate::boxes::BoxManager) and its errors onto gRPC codes. Attach is served by
+//! [`BoxManager`] and its errors onto gRPC codes. Attach is served by
 //! [`crate::executions::attach`] (both directions).
 //!
 //! - [`tls`]: the server's TLS configuration (rustls), including the self-signed development certificate.
