@@ -1,9 +1,10 @@
-//! A client of the runner API over TLS (used by tests, benchmarks and operators' tools; the control plane uses it
-//! too).
+//! A client of the runner API over TLS, for tests, benchmarks and operators' tools. (The control plane has its own
+//! client of the runner API, in its `runners` module; it does not use this one.)
 
 use boxyard_proto::runner::runner_client::RunnerClient;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
+/// A gRPC client of one runner.
 pub type Client = RunnerClient<Channel>;
 
 /// Connects to a runner at `addr` (host:port), trusting `ca_pem` and expecting the certificate name `domain`.

@@ -6,6 +6,10 @@ use std::time::Duration;
 use crate::execlog::LogConfig;
 use crate::launch::GuestImage;
 
+/// How long one call to a guest agent may take unless configured (`--agent-timeout`).
+pub const DEFAULT_AGENT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Everything the runner's boxes and executions are configured with.
 #[derive(Clone)]
 pub struct RunnerConfig {
     /// Root of everything the runner keeps: boxes, their disks, executions and their logs.
@@ -26,6 +30,10 @@ pub struct RunnerConfig {
     pub gc_interval: Duration,
     /// Where snapshot images come from; None: boxes cannot boot from snapshots.
     pub snapshots: Option<std::sync::Arc<crate::snapshots::SnapshotStore>>,
+    /// How long one call to a guest agent may take before it fails as not answering (default 10 s).
+    pub agent_timeout: Duration,
+    /// The execution logs' and records' storage: failure counter and (tests) injected faults.
+    pub storage: std::sync::Arc<crate::storage::Storage>,
 }
 
 impl RunnerConfig {
@@ -41,10 +49,13 @@ impl RunnerConfig {
             finished_ttl: Duration::from_secs(24 * 3600),
             gc_interval: Duration::from_secs(60),
             snapshots: None,
+            agent_timeout: DEFAULT_AGENT_TIMEOUT,
+            storage: Default::default(),
         }
     }
 
-    pub fn boxes_dir(&self) -> PathBuf {
-        self.state_dir.join("boxes")
+    /// The state directory's paths.
+    pub fn paths(&self) -> crate::paths::StatePaths {
+        crate::paths::StatePaths::new(&self.state_dir)
     }
 }

@@ -2,12 +2,26 @@
 
 use std::path::Path;
 
+/// Why a writable disk could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
+    /// Creating or sizing the file failed.
     #[error("cannot create writable disk {path}: {source}")]
-    Io { path: String, source: std::io::Error },
+    Io {
+        /// The disk's path.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// mkfs.ext4 failed.
     #[error("mkfs.ext4 failed for {path}: {stderr}; is e2fsprogs installed (scripts/setup.sh)?")]
-    Mkfs { path: String, stderr: String },
+    Mkfs {
+        /// The disk's path.
+        path: String,
+        /// What mkfs.ext4 printed.
+        stderr: String,
+    },
+    /// Below the 16 MiB minimum.
     #[error("disk size {0} bytes is too small: give at least 16 MiB")]
     TooSmall(u64),
 }

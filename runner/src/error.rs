@@ -4,6 +4,7 @@
 
 use tonic::{Code, Status};
 
+/// An error of the runner API, with the gRPC code it maps to.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     /// A request field is malformed (INVALID_ARGUMENT).
@@ -11,7 +12,12 @@ pub enum RunnerError {
     InvalidArgument(String),
     /// The object does not exist (NOT_FOUND).
     #[error("{what} {id:?} not found")]
-    NotFound { what: &'static str, id: String },
+    NotFound {
+        /// What was looked up ("box", "execution").
+        what: &'static str,
+        /// The id asked for.
+        id: String,
+    },
     /// The id exists with something else (ALREADY_EXISTS).
     #[error("{0}")]
     AlreadyExists(String),
@@ -33,9 +39,26 @@ pub enum RunnerError {
     /// The runner itself failed (INTERNAL): disk, VM backend.
     #[error("{0}")]
     Internal(String),
+    /// A state record was written by a newer runner (FAILED_PRECONDITION); it is left as it is.
+    #[error(
+        "{}: this {kind} has format version {version}, newer than this runner reads (up to {supported}); it was \
+         written by a newer boxyard-runner: upgrade this runner (the record is left as it is)",
+        path.display()
+    )]
+    NewerRecord {
+        /// The record's file.
+        path: std::path::PathBuf,
+        /// What it is.
+        kind: &'static str,
+        /// Its version.
+        version: u32,
+        /// The newest version this runner reads.
+        supported: u32,
+    },
 }
 
 impl RunnerError {
+    /// NOT_FOUND for `what` `id`.
     pub fn not_found(what: &'static str, id: &str) -> Self {
         RunnerError::NotFound { what, id: id.to_string() }
     }
@@ -70,6 +93,7 @@ impl From<RunnerError> for Status {
             RunnerError::Unavailable(_) => Code::Unavailable,
             RunnerError::Corrupt(_) => Code::DataLoss,
             RunnerError::Internal(_) => Code::Internal,
+            RunnerError::NewerRecord { .. } => Code::FailedPrecondition,
         };
         Status::new(code, e.to_string())
     }
@@ -81,4 +105,5 @@ impl From<crate::execlog::LogError> for RunnerError {
     }
 }
 
+/// A result with a [`RunnerError`].
 pub type Result<T, E = RunnerError> = std::result::Result<T, E>;

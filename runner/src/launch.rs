@@ -9,7 +9,9 @@ use crate::vm::{Vm, VmBackend, VmError, VmSpec, VmStatus};
 /// The guest's boot artifacts (from scripts/build-guest.sh).
 #[derive(Clone, Debug)]
 pub struct GuestImage {
+    /// The kernel (`vmlinuz`).
     pub kernel: PathBuf,
+    /// The initramfs with the guest agent.
     pub initramfs: PathBuf,
 }
 
@@ -27,19 +29,35 @@ impl GuestImage {
     }
 }
 
+/// Why a VM could not be launched.
 #[derive(Debug, thiserror::Error)]
 pub enum LaunchError {
+    /// The backend could not create or start it.
     #[error(transparent)]
     Vm(#[from] VmError),
+    /// It stopped before its agent answered.
     #[error("the VM stopped while booting ({detail}); the guest console is in {console}")]
-    DiedDuringBoot { detail: String, console: PathBuf },
+    DiedDuringBoot {
+        /// How it ended.
+        detail: String,
+        /// Its console log.
+        console: PathBuf,
+    },
+    /// Its agent did not answer in time.
     #[error("{error}; the guest console is in {console}")]
-    Agent { error: agent::ConnectError, console: PathBuf },
+    Agent {
+        /// The connection error.
+        error: agent::ConnectError,
+        /// Its console log.
+        console: PathBuf,
+    },
 }
 
 /// A running VM with a connected agent.
 pub struct Launched {
+    /// The VM.
     pub vm: Box<dyn Vm>,
+    /// Its agent.
     pub agent: Agent,
     /// From start to the agent answering its first session.
     pub boot_time: Duration,

@@ -11,10 +11,14 @@
 //! - [`registration`]: joining a control plane (join token, heartbeats, the API token it must present).
 //! - [`snapshots`]: snapshot images fetched from S3, verified, cached and shared by boxes.
 //! - [`hostcaps`]: what this host can do (hardware virtualization). [`disk`]: per-box writable disks.
-//! - [`config`], [`error`], [`store`] (atomic state files), [`client`] (a TLS client of the runner API).
+//! - [`config`], [`error`], [`store`] (atomic state files), [`paths`] (the state directory's layout), [`client`] (a TLS
+//!   client of the runner API).
+
+#![warn(missing_docs)]
 
 pub mod agent;
 pub mod boxes;
+pub mod cleanup;
 pub mod client;
 pub mod config;
 pub mod disk;
@@ -24,9 +28,11 @@ pub mod executions;
 pub mod hostcaps;
 pub mod launch;
 pub mod metrics;
+pub mod paths;
 pub mod registration;
 pub mod service;
 pub mod snapshots;
+pub mod storage;
 pub mod store;
 pub mod version;
 pub mod vm;

@@ -22,7 +22,9 @@ struct StateLabel {
 /// Counters shared with the components that count.
 #[derive(Default)]
 pub struct Counters {
+    /// Heartbeats the control plane accepted.
     pub heartbeats_sent: AtomicU64,
+    /// Heartbeats that failed.
     pub heartbeats_failed: AtomicU64,
 }
 
@@ -47,6 +49,8 @@ pub fn render(mgr: &BoxManager, counters: &Counters) -> String {
     failed.inc_by(counters.heartbeats_failed.load(Ordering::Relaxed));
     let downloads = Counter::<u64>::default();
     downloads.inc_by(mgr.snapshot_downloads());
+    let storage_errors = Counter::<u64>::default();
+    storage_errors.inc_by(mgr.storage_errors());
     let cached = Gauge::<i64>::default();
     cached.set(mgr.cached_snapshots().len() as i64);
     let mut r = Registry::with_prefix("boxyard_runner");
@@ -57,6 +61,11 @@ pub fn render(mgr: &BoxManager, counters: &Counters) -> String {
     r.register("output_bytes", "Output bytes stored for the executions kept on this runner", output);
     r.register("heartbeats_sent", "Heartbeats the control plane accepted", sent);
     r.register("heartbeats_failed", "Heartbeats that failed", failed);
+    r.register(
+        "storage_errors",
+        "Writes, fsyncs and file creations of execution logs and state records that failed (a full or failing disk)",
+        storage_errors,
+    );
     let mut out = String::new();
     prometheus_client::encoding::text::encode(&mut out, &r).expect("writing to a String cannot fail");
     out

@@ -1,7 +1,7 @@
 //! The host side of the guest agent channel.
 //!
 //! [`connect`] opens a gRPC channel to an agent over its unix socket (QEMU's end of the virtio-serial port, or the
-//! local backend's socket), running the session handshake on every (re)connection. [`output`] follows one
+//! local backend's socket), running the session handshake on every (re)connection. `output` follows one
 //! execution's output from a cursor and survives the channel being cut: the caller keeps its cursor and calls again.
 
 mod output;
@@ -20,6 +20,18 @@ pub use output::{Collected, OutputEvent, OutputFollower, collect};
 /// A gRPC client of one guest agent.
 pub type Agent = AgentClient<Channel>;
 
+/// Awaits one call to the agent for at most `timeout`: a guest that hangs while connected (its VM frozen, its agent
+/// stuck) answers nothing, and the call fails with DEADLINE_EXCEEDED saying so instead of waiting forever.
+pub async fn call<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T, tonic::Status>>,
+) -> Result<T, tonic::Status> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(tonic::Status::deadline_exceeded(format!("no answer from the guest agent within {timeout:?}"))),
+    }
+}
+
 /// How long the first handshake attempt waits for the agent's READY; later attempts double it up to the maximum.
 ///
 /// A HELLO can be lost when it reaches the agent while an old session of it is still ending (the old session reads it
@@ -28,10 +40,20 @@ pub type Agent = AgentClient<Channel>;
 const HANDSHAKE_FIRST_TIMEOUT: Duration = Duration::from_millis(500);
 const HANDSHAKE_MAX_TIMEOUT: Duration = Duration::from_secs(4);
 
+/// Why [`connect`] failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
+    /// The agent did not complete a session handshake in time.
     #[error("the guest agent at {path} did not become ready within {timeout:?}: {last}")]
-    Timeout { path: PathBuf, timeout: Duration, last: String },
+    Timeout {
+        /// The agent's socket.
+        path: PathBuf,
+        /// How long it was given.
+        timeout: Duration,
+        /// The last attempt's error.
+        last: String,
+    },
+    /// The gRPC channel could not be set up.
     #[error("cannot open a gRPC channel to the guest agent: {0}")]
     Channel(#[from] tonic::transport::Error),
 }

@@ -10,7 +10,14 @@ use super::Agent;
 #[derive(Debug, Clone, PartialEq)]
 pub enum OutputEvent {
     /// Bytes of one stream starting at `cursor`.
-    Data { stream: OutStream, cursor: u64, data: Vec<u8> },
+    Data {
+        /// stdout or stderr.
+        stream: OutStream,
+        /// The cursor of the first byte.
+        cursor: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
     /// The execution ended; sent after every byte.
     Exit(ExecResult),
 }
@@ -70,15 +77,20 @@ impl OutputFollower {
 /// Everything an execution printed, by stream, and its result.
 #[derive(Debug, Clone, Default)]
 pub struct Collected {
+    /// Everything on stdout.
     pub stdout: Vec<u8>,
+    /// Everything on stderr.
     pub stderr: Vec<u8>,
+    /// The exit, once received.
     pub result: Option<ExecResult>,
 }
 
 impl Collected {
+    /// stdout as text (lossy).
     pub fn stdout_str(&self) -> String {
         String::from_utf8_lossy(&self.stdout).into_owned()
     }
+    /// stderr as text (lossy).
     pub fn stderr_str(&self) -> String {
         String::from_utf8_lossy(&self.stderr).into_owned()
     }

@@ -7,31 +7,45 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, RunnerError};
 
+/// vCPUs of a box whose spec names none.
 pub const DEFAULT_VCPUS: u32 = 1;
+/// Memory of a box whose spec names none.
 pub const DEFAULT_MEMORY_MIB: u32 = 512;
+/// Writable disk of a box whose spec names none.
 pub const DEFAULT_DISK_MIB: u64 = 1024;
 
 /// A snapshot image a box boots from (as in `pb::SnapshotRef`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnapshotSpec {
+    /// The snapshot's name, for messages.
     pub name: String,
+    /// The image's object key in the bucket.
     pub key: String,
+    /// `sha256:<hex>` of the image.
     pub digest: String,
+    /// The image's size in bytes.
     pub size: u64,
 }
 
 /// A box spec with defaults applied (two requests that mean the same compare equal).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Spec {
+    /// A root image path on the runner.
     pub root_image: Option<String>,
+    /// A snapshot to boot from.
     pub snapshot: Option<SnapshotSpec>,
+    /// vCPUs.
     pub vcpus: u32,
+    /// Memory in MiB.
     pub memory_mib: u32,
+    /// Writable disk size in MiB.
     pub disk_mib: u64,
+    /// Environment defaults of every execution.
     pub env: BTreeMap<String, String>,
 }
 
 impl Spec {
+    /// Checks a spec from the API and applies the defaults.
     pub fn from_proto(s: Option<pb::BoxSpec>) -> Result<Self> {
         let s = s.unwrap_or_default();
         let (root_image, snapshot) = match s.root {
@@ -79,6 +93,7 @@ impl Spec {
         Ok(spec)
     }
 
+    /// The spec as the API shows it.
     pub fn to_proto(&self) -> pb::BoxSpec {
         pb::BoxSpec {
             root: match (&self.root_image, &self.snapshot) {
@@ -99,14 +114,23 @@ impl Spec {
     }
 }
 
+/// The box's record (`box.json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct BoxRecord {
+    /// The box id.
     pub box_id: String,
+    /// Its spec, defaults applied.
     pub spec: Spec,
+    /// When it was created.
     pub created_unix_ms: u64,
     /// Whether the box should be running (set by Create/Start, cleared by Stop). A restarted runner re-adopts the
     /// VMs of boxes that should run.
     pub desired_running: bool,
+}
+
+impl crate::store::Record for BoxRecord {
+    const KIND: &'static str = "box record (box.json)";
+    const VERSION: u32 = 1;
 }
 
 /// Checks a box id: it names a directory and appears in process names.

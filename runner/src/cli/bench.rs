@@ -51,7 +51,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     for i in 0..args.boots {
         let dir = tempfile::Builder::new().prefix("boxyard-bench-").tempdir()?;
         let disk = if args.with_disk {
-            let d = dir.path().join("rw.ext4");
+            let d = boxyard_runner::paths::VmPaths::new(dir.path()).scratch_disk();
             boxyard_runner::disk::create_ext4(&d, 256 << 20).await?;
             Some(d)
         } else {

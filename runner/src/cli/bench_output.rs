@@ -14,6 +14,7 @@ use clap::Args;
 
 use boxyard_proto::runner as pb;
 use boxyard_runner::execlog::{ExecLog, Item, LogConfig};
+use boxyard_runner::paths::StatePaths;
 
 use super::units::parse_size;
 
@@ -105,13 +106,13 @@ impl ChildRunner {
             .args(["serve", "--backend", "local", "--tls-dev", "--listen", "127.0.0.1:0", "--log-retention", "64MiB"])
             .arg("--state-dir")
             .arg(state.path())
-            .stderr(std::fs::File::create(state.path().join("runner.log"))?)
+            .stderr(std::fs::File::create(StatePaths::new(state.path()).log_file())?)
             .spawn()?;
-        let addr = state.path().join("runner.addr");
+        let addr = StatePaths::new(state.path()).addr_file();
         let deadline = Instant::now() + Duration::from_secs(30);
         while !addr.exists() {
             if Instant::now() > deadline {
-                bail!("the runner did not start; see {}", state.path().join("runner.log").display());
+                bail!("the runner did not start; see {}", StatePaths::new(state.path()).log_file().display());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -128,7 +129,7 @@ impl ChildRunner {
     }
 
     async fn client(&self) -> anyhow::Result<boxyard_runner::client::Client> {
-        let addr: String = serde_json::from_slice(&std::fs::read(self.state.path().join("runner.addr"))?)?;
+        let addr: String = serde_json::from_slice(&std::fs::read(StatePaths::new(self.state.path()).addr_file())?)?;
         let ca = std::fs::read(boxyard_runner::service::tls::dev_cert_path(self.state.path()))?;
         Ok(boxyard_runner::client::connect(&addr, &ca, "localhost").await?)
     }

@@ -10,6 +10,7 @@ use clap::{Args, ValueEnum};
 use boxyard_runner::boxes::BoxManager;
 use boxyard_runner::config::RunnerConfig;
 use boxyard_runner::execlog::LogConfig;
+use boxyard_runner::paths::StatePaths;
 use boxyard_runner::registration;
 use boxyard_runner::service::{self, tls};
 use boxyard_runner::vm::VmBackend;
@@ -63,6 +64,10 @@ pub struct ServeArgs {
     /// How often finished executions are checked against --finished-ttl.
     #[arg(long, value_parser = parse_duration, default_value = "1m")]
     pub gc_interval: Duration,
+    /// How long one call to a box's guest agent may take (Exec, Signal, Resize, ...) before it fails as UNAVAILABLE
+    /// (a frozen VM or a hung agent). stdin writes wait for the process instead.
+    #[arg(long, value_parser = parse_duration, default_value = "10s", env = "BOXYARD_RUNNER_AGENT_TIMEOUT")]
+    pub agent_timeout: Duration,
     #[command(flatten)]
     pub guest: GuestOptions,
     /// Serve Prometheus metrics at http://ADDR/metrics (e.g. 127.0.0.1:9464). Off when not given.
@@ -242,8 +247,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     config.log = LogConfig { segment_bytes: args.log_segment, retention_bytes: args.log_retention };
     config.finished_ttl = args.finished_ttl;
     config.gc_interval = args.gc_interval;
+    config.agent_timeout = args.agent_timeout;
     if let Some(store) = args.s3.store().context("the snapshot bucket (--s3-*) is misconfigured")? {
-        let dir = args.state_dir.join("snapshots");
+        let dir = StatePaths::new(&args.state_dir).snapshots();
         let snaps = boxyard_runner::snapshots::SnapshotStore::new(
             dir,
             store,
@@ -262,7 +268,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     let inv = mgr.inventory();
     let running = inv.boxes.iter().filter(|b| b.state == boxyard_proto::runner::BoxState::Running as i32).count();
     // Written once recovery is done and the listener is bound: tests and tools wait for this file.
-    let addr_file = args.state_dir.join("runner.addr");
+    let addr_file = StatePaths::new(&args.state_dir).addr_file();
     boxyard_runner::store::write_json(&addr_file, &addr.to_string())?;
     eprintln!(
         "boxyard-runner: serving the runner API on {addr} (TLS, backend {backend_name}); {} boxes, {running} running",

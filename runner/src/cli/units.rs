@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-/// A byte size: a number with an optional unit: B, K/KiB, M/MiB, G/GiB (powers of 1024).
+/// A byte size: a number with an optional unit: B, K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024, any case).
+///
+/// The runner's one size parser (`serve`, `vm run`, `bench`). The control plane and the `boxyard` CLI have their own,
+/// with their own rules; unifying them belongs to the shared contract crate (issue 11).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
@@ -13,7 +16,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
-        _ => return Err(format!("{s:?}: unknown size unit {unit:?}; use B, KiB, MiB or GiB")),
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return Err(format!("{s:?}: unknown size unit {unit:?}; use B, KiB, MiB, GiB or TiB")),
     };
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
@@ -45,6 +49,8 @@ mod tests {
         assert_eq!(parse_size("4096").unwrap(), 4096);
         assert_eq!(parse_size("64MiB").unwrap(), 64 << 20);
         assert_eq!(parse_size("1g").unwrap(), 1 << 30);
+        assert_eq!(parse_size("512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("2T").unwrap(), 2 << 40);
         assert_eq!(parse_size("512 KiB").unwrap(), 512 << 10);
         assert!(parse_size("12 parsecs").is_err());
         assert!(parse_size("MiB").is_err());

@@ -25,6 +25,8 @@ use std::sync::{Arc, Mutex};
 use record::HEADER;
 use tokio::sync::watch;
 
+use crate::storage::{Area, Op, Storage};
+
 /// Limits of one execution's log.
 #[derive(Clone, Copy, Debug)]
 pub struct LogConfig {
@@ -53,19 +55,50 @@ pub struct Position {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Item {
     /// Output in `[from, to)` was dropped by retention.
-    Gap { from: u64, to: u64 },
+    Gap {
+        /// The first dropped cursor.
+        from: u64,
+        /// The cursor after the last dropped byte.
+        to: u64,
+    },
     /// Bytes of stream 1 (stdout) or 2 (stderr) at `cursor`.
-    Data { stream: u8, cursor: u64, data: Vec<u8> },
+    Data {
+        /// 1 (stdout) or 2 (stderr).
+        stream: u8,
+        /// The cursor of the first byte.
+        cursor: u64,
+        /// The bytes.
+        data: Vec<u8>,
+    },
 }
 
+/// An error of the execution log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// An append that does not start at or before the log's end.
     #[error("append at cursor {cursor} would leave a hole: the log ends at {end}")]
-    Hole { cursor: u64, end: u64 },
+    Hole {
+        /// Where the append started.
+        cursor: u64,
+        /// Where the log ends.
+        end: u64,
+    },
+    /// A read past the log's end.
     #[error("cursor {cursor} is beyond the end of the log ({end})")]
-    Beyond { cursor: u64, end: u64 },
+    Beyond {
+        /// The cursor asked for.
+        cursor: u64,
+        /// Where the log ends.
+        end: u64,
+    },
+    /// The disk failed.
     #[error("execution log I/O error in {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 struct Segment {
@@ -85,6 +118,8 @@ struct State {
 pub struct ExecLog {
     dir: PathBuf,
     config: LogConfig,
+    /// Writes, fsyncs and creations go through it (failure counter, injected faults).
+    storage: Arc<Storage>,
     state: Mutex<State>,
     tx: watch::Sender<Position>,
 }
@@ -121,6 +156,11 @@ fn scan(path: &Path, start: u64) -> std::io::Result<(u64, u64)> {
 impl ExecLog {
     /// Opens (creating if needed) the log in `dir`, cutting a torn tail left by a crash.
     pub fn open(dir: &Path, config: LogConfig) -> Result<Arc<Self>, LogError> {
+        Self::open_with(dir, config, Arc::new(Storage::new()))
+    }
+
+    /// [`open`](Self::open) with the runner's storage (its failure counter and any injected fault).
+    pub fn open_with(dir: &Path, config: LogConfig, storage: Arc<Storage>) -> Result<Arc<Self>, LogError> {
         std::fs::create_dir_all(dir).map_err(io_err(dir))?;
         let mut starts: Vec<u64> = std::fs::read_dir(dir)
             .map_err(io_err(dir))?
@@ -149,11 +189,13 @@ impl ExecLog {
         Ok(Arc::new(ExecLog {
             dir: dir.to_path_buf(),
             config,
+            storage,
             state: Mutex::new(State { segments, active: None, active_bytes: 0 }),
             tx,
         }))
     }
 
+    /// What the log holds now.
     pub fn position(&self) -> Position {
         *self.tx.borrow()
     }
@@ -189,7 +231,8 @@ impl ExecLog {
             record::encode(stream, cursor, &rest[..n], &mut buf);
             let path = st.segments.last().expect("roll made a segment").path.clone();
             let before = st.active_bytes;
-            if let Err(e) = st.active.as_mut().unwrap().write_all(&buf) {
+            let active = st.active.as_mut().expect("roll opened the active segment");
+            if let Err(e) = self.storage.run(Area::Log, Op::Write, || active.write_all(&buf)) {
                 // Cut what may have been written partially, so the segment ends at a record boundary again and the
                 // next append (the pump retries) starts from the last good byte.
                 let f = st.active.take().unwrap();
@@ -221,13 +264,22 @@ impl ExecLog {
             }
         }
         if let Some(f) = st.active.take() {
-            let last = &st.segments.last().expect("an active segment exists").path;
-            f.sync_data().map_err(io_err(last))?;
+            let last = st.segments.last().expect("an active segment exists").path.clone();
+            if let Err(e) = self.storage.run(Area::Log, Op::Sync, || f.sync_data()) {
+                // Keep it active, so the next append tries this sync again before anything after it counts.
+                st.active = Some(f);
+                return Err(io_err(&last)(e));
+            }
         }
         let path = segment_path(&self.dir, cursor);
-        let f = OpenOptions::new().create(true).append(true).open(&path).map_err(io_err(&path))?;
+        let f = self
+            .storage
+            .run(Area::Log, Op::Create, || OpenOptions::new().create(true).append(true).open(&path))
+            .map_err(io_err(&path))?;
         // The new file's directory entry must be durable too before anything in it is acknowledged.
-        File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io_err(&self.dir))?;
+        self.storage
+            .run(Area::Log, Op::Sync, || File::open(&self.dir).and_then(|d| d.sync_all()))
+            .map_err(io_err(&self.dir))?;
         st.segments.push(Segment { start: cursor, end: cursor, path });
         st.active = Some(f);
         st.active_bytes = 0;
@@ -251,7 +303,7 @@ impl ExecLog {
     pub fn sync(&self) -> Result<(), LogError> {
         let st = self.state.lock().unwrap();
         if let (Some(f), Some(seg)) = (&st.active, st.segments.last()) {
-            f.sync_data().map_err(io_err(&seg.path))?;
+            self.storage.run(Area::Log, Op::Sync, || f.sync_data()).map_err(io_err(&seg.path))?;
         }
         Ok(())
     }

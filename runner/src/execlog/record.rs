@@ -14,7 +14,9 @@
 //! A record is valid only if it is complete and its checksum matches; the first invalid record of a segment marks
 //! its torn tail.
 
+/// Bytes of a record header.
 pub const HEADER: usize = 20;
+/// The kind of an output record.
 pub const KIND_OUTPUT: u8 = 1;
 /// Largest data length of one record.
 pub const MAX_DATA: usize = 1 << 20;
@@ -22,12 +24,17 @@ pub const MAX_DATA: usize = 1 << 20;
 /// A decoded record header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Header {
+    /// 1 (stdout) or 2 (stderr).
     pub stream: u8,
+    /// Data length.
     pub len: u32,
+    /// Cursor of the first data byte.
     pub cursor: u64,
+    /// Checksum over the header's first 16 bytes and the data.
     pub crc: u32,
 }
 
+/// Appends one record to `out`.
 pub fn encode(stream: u8, cursor: u64, data: &[u8], out: &mut Vec<u8>) {
     debug_assert!(data.len() <= MAX_DATA);
     let start = out.len();

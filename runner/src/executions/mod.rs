@@ -10,10 +10,15 @@
 //! ```
 //!
 //! - [`pump`]: moves output from the guest agent into the log, acknowledging to the guest only what is durable.
-//! - [`attach`]: reads the log from a cursor for one client, live, then ends with the result.
+//! - [`attach`]: one client attached, both directions: the log from a cursor, live, then the result; stdin,
+//!   resizes, signals.
+//! - [`registry`]: every execution of the runner by id, and the per-id guard of their creation.
+//! - [`gc`]: deleting finished executions after their time to live.
 
 pub mod attach;
+pub mod gc;
 pub mod pump;
+pub mod registry;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,23 +33,40 @@ use tokio::sync::watch;
 use crate::agent::Agent;
 use crate::error::{Result, RunnerError};
 use crate::execlog::{ExecLog, LogConfig};
-use crate::store;
+use crate::paths::ExecPaths;
+use crate::storage::{Area, Op, Storage};
+use crate::store::{self, Record};
 
 /// What was asked (persisted as `exec.json`).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct ExecMeta {
+    /// The execution's id.
     pub execution_id: String,
+    /// The box it runs in.
     pub box_id: String,
+    /// The command and its arguments.
     pub argv: Vec<String>,
+    /// Its environment (the box's defaults, then the request's).
     pub env: BTreeMap<String, String>,
+    /// Its working directory ("": the guest's default).
     pub working_dir: String,
+    /// The user it runs as ("": root).
     pub user: String,
     /// Terminal size (rows, cols) for a tty execution.
     pub tty: Option<(u32, u32)>,
+    /// Whether its stdin is open for writes.
     pub stdin: bool,
+    /// Its time limit (0: none).
     pub timeout_ms: u64,
+    /// How long it gets after SIGTERM at its time limit before SIGKILL.
     pub kill_grace_ms: u64,
+    /// When it was asked for.
     pub created_unix_ms: u64,
+}
+
+impl Record for ExecMeta {
+    const KIND: &'static str = "execution record (exec.json)";
+    const VERSION: u32 = 1;
 }
 
 impl ExecMeta {
@@ -67,17 +89,31 @@ impl ExecMeta {
 /// The final result (persisted as `result.json`).
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct ExecResult {
+    /// The exit code, if the process exited.
     pub exit_code: Option<i32>,
+    /// The signal that ended it, if one did.
     pub signal: Option<String>,
+    /// Whether it hit its time limit.
     pub timed_out: bool,
+    /// Whether KillExecution ended it.
     pub killed: bool,
+    /// Why it could not run, or why its end is unknown ("" if neither).
     pub error: String,
+    /// The cursor after its last output byte.
     pub output_end: u64,
+    /// When it started.
     pub started_unix_ms: u64,
+    /// When it finished.
     pub finished_unix_ms: u64,
 }
 
+impl Record for ExecResult {
+    const KIND: &'static str = "execution result (result.json)";
+    const VERSION: u32 = 1;
+}
+
 impl ExecResult {
+    /// The result the agent reported.
     pub fn from_agent(r: &ag::ExecResult, killed: bool) -> Self {
         ExecResult {
             exit_code: match &r.outcome {
@@ -97,6 +133,7 @@ impl ExecResult {
         }
     }
 
+    /// The result as the API shows it.
     pub fn to_proto(&self) -> pb::ExecutionResult {
         pb::ExecutionResult {
             outcome: match (&self.exit_code, &self.signal) {
@@ -116,9 +153,13 @@ impl ExecResult {
 
 /// One execution held by the runner.
 pub struct Execution {
+    /// What was asked.
     pub meta: ExecMeta,
+    /// Its directory.
     pub dir: PathBuf,
+    /// Its output log.
     pub log: Arc<ExecLog>,
+    storage: Arc<Storage>,
     result: watch::Sender<Option<ExecResult>>,
     /// Serializes [`finish`](Execution::finish): the first result wins, on disk and in memory alike.
     finish_lock: std::sync::Mutex<()>,
@@ -134,19 +175,21 @@ pub struct Execution {
 
 impl Execution {
     fn result_path(dir: &Path) -> PathBuf {
-        dir.join("result.json")
+        ExecPaths::new(dir).result()
     }
 
     /// Creates a new execution's directory and records what was asked (durably, before the guest runs anything).
-    pub fn create(dir: PathBuf, meta: ExecMeta, log_config: LogConfig) -> Result<Arc<Self>> {
+    pub fn create(dir: PathBuf, meta: ExecMeta, log_config: LogConfig, storage: Arc<Storage>) -> Result<Arc<Self>> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| RunnerError::Internal(format!("cannot create {}: {e}", dir.display())))?;
-        store::write_json(&dir.join("exec.json"), &meta)?;
-        let log = ExecLog::open(&dir.join("log"), log_config)?;
+        let paths = ExecPaths::new(&dir);
+        store::write_record(&storage, &paths.meta(), &meta)?;
+        let log = ExecLog::open_with(&paths.log(), log_config, storage.clone())?;
         Ok(Arc::new(Execution {
             meta,
             dir,
             log,
+            storage,
             result: watch::channel(None).0,
             finish_lock: std::sync::Mutex::new(()),
             gone: watch::channel(false).0,
@@ -158,15 +201,17 @@ impl Execution {
 
     /// Loads an execution left by an earlier runner process (its log's torn tail is cut). None: the directory holds
     /// no record of what was asked (a creation that crashed half-way); the caller removes it.
-    pub fn load(dir: PathBuf, log_config: LogConfig) -> Result<Option<Arc<Self>>> {
-        let Some(meta) = store::read_json::<ExecMeta>(&dir.join("exec.json"))? else { return Ok(None) };
-        let log = ExecLog::open(&dir.join("log"), log_config)?;
-        let result = store::read_json::<ExecResult>(&Self::result_path(&dir))?;
-        let killed = dir.join("killed").exists();
+    pub fn load(dir: PathBuf, log_config: LogConfig, storage: Arc<Storage>) -> Result<Option<Arc<Self>>> {
+        let paths = ExecPaths::new(&dir);
+        let Some(meta) = store::read_record::<ExecMeta>(&paths.meta())? else { return Ok(None) };
+        let result = store::read_record::<ExecResult>(&Self::result_path(&dir))?;
+        let log = ExecLog::open_with(&paths.log(), log_config, storage.clone())?;
+        let killed = paths.killed().exists();
         Ok(Some(Arc::new(Execution {
             meta,
             dir,
             log,
+            storage,
             result: watch::channel(result).0,
             finish_lock: std::sync::Mutex::new(()),
             gone: watch::channel(false).0,
@@ -176,18 +221,22 @@ impl Execution {
         })))
     }
 
+    /// The execution's id.
     pub fn id(&self) -> &str {
         &self.meta.execution_id
     }
 
+    /// Its result, once finished.
     pub fn result(&self) -> Option<ExecResult> {
         self.result.borrow().clone()
     }
 
+    /// Follows the result (None until finished).
     pub fn subscribe_result(&self) -> watch::Receiver<Option<ExecResult>> {
         self.result.subscribe()
     }
 
+    /// Whether its result is stored.
     pub fn is_finished(&self) -> bool {
         self.result.borrow().is_some()
     }
@@ -197,10 +246,12 @@ impl Execution {
         self.gone.send_replace(true);
     }
 
+    /// Follows whether the execution was deleted.
     pub fn subscribe_gone(&self) -> watch::Receiver<bool> {
         self.gone.subscribe()
     }
 
+    /// Whether KillExecution was called.
     pub fn killed(&self) -> bool {
         self.killed.load(Ordering::SeqCst)
     }
@@ -208,7 +259,9 @@ impl Execution {
     /// Records (durably) that the execution is being killed.
     pub fn mark_killed(&self) -> Result<()> {
         if !self.killed.swap(true, Ordering::SeqCst) {
-            std::fs::write(self.dir.join("killed"), b"")
+            let path = ExecPaths::new(&self.dir).killed();
+            self.storage
+                .run(Area::Records, Op::Create, || std::fs::write(&path, b""))
                 .map_err(|e| RunnerError::Internal(format!("cannot record the kill in {}: {e}", self.dir.display())))?;
         }
         Ok(())
@@ -235,7 +288,7 @@ impl Execution {
             result.output_end = end;
         }
         result.killed |= self.killed();
-        store::write_json(&Self::result_path(&self.dir), &result)?;
+        store::write_record(&self.storage, &Self::result_path(&self.dir), &result)?;
         self.result.send_replace(Some(result));
         Ok(())
     }
@@ -255,6 +308,9 @@ impl Execution {
     }
 
     /// Writes stdin bytes at `offset` (None: after what was written so far). Returns the offset after the write.
+    ///
+    /// The one agent call without a deadline: a write waits, by design, until the process reads its stdin (a full
+    /// pipe holds it); it ends when the attach that sent it ends.
     pub async fn write_stdin(&self, agent: &mut Agent, data: Vec<u8>, eof: bool, offset: Option<u64>) -> Result<u64> {
         if !self.meta.stdin {
             return Err(RunnerError::FailedPrecondition(format!(
@@ -300,8 +356,8 @@ impl Execution {
 
     /// An empty write at 0 returns where the agent's stdin stands.
     async fn ask_stdin_offset(id: &str, agent: &mut Agent) -> Result<u64> {
-        let r = agent
-            .write_stdin(ag::WriteStdinRequest { exec_id: id.into(), offset: 0, data: vec![], eof: false })
+        let req = ag::WriteStdinRequest { exec_id: id.into(), offset: 0, data: vec![], eof: false };
+        let r = crate::agent::call(crate::config::DEFAULT_AGENT_TIMEOUT, agent.write_stdin(req))
             .await
             .map_err(|s| RunnerError::from_agent("writing stdin", s))?;
         Ok(r.into_inner().offset)

@@ -25,9 +25,12 @@ const MIN_BACKOFF: Duration = Duration::from_millis(50);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
 enum Step {
-    /// Try again (the stream was cut, the agent did not answer, the disk failed). `progressed`: output was stored
-    /// since the last attempt, so the backoff starts over.
+    /// Try again (the stream was cut, the agent did not answer). `progressed`: output was stored since the last
+    /// attempt, so the backoff starts over.
     Retry { why: String, progressed: bool },
+    /// The disk failed (full, I/O error): reported at `warn`, then tried again. The guest keeps everything not yet
+    /// acknowledged, so once the disk works again the output after the failure arrives, exactly once.
+    Storage { why: String, progressed: bool },
     /// The execution can never be followed again (the agent does not have it, or it no longer has the output the
     /// log needs): finish it with what is stored.
     Gone(String),
@@ -67,14 +70,20 @@ impl Batch {
     }
 }
 
-/// Starts the pump of `exec` on the box's session.
-pub fn spawn(exec: Arc<Execution>, session: watch::Receiver<Option<Agent>>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(exec, session))
+/// Starts the pump of `exec` on the box's session; `timeout` bounds each call to the agent (the output stream
+/// itself may be idle for as long as the process prints nothing).
+pub fn spawn(
+    exec: Arc<Execution>,
+    session: watch::Receiver<Option<Agent>>,
+    timeout: Duration,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(exec, session, timeout))
 }
 
-async fn run(exec: Arc<Execution>, mut session: watch::Receiver<Option<Agent>>) {
+async fn run(exec: Arc<Execution>, mut session: watch::Receiver<Option<Agent>>, timeout: Duration) {
     let mut backoff = MIN_BACKOFF;
     let mut reissued = false;
+    let mut storage_failing = false;
     loop {
         if exec.is_finished() {
             return;
@@ -84,7 +93,7 @@ async fn run(exec: Arc<Execution>, mut session: watch::Receiver<Option<Agent>>) 
             finish_lost(&exec, "the box stopped before the execution finished".into()).await;
             return;
         };
-        match follow(&exec, agent, &mut session, &mut reissued).await {
+        match follow(&exec, agent, &mut session, &mut reissued, &mut storage_failing, timeout).await {
             Ok(()) | Err(Step::Destroyed) => return,
             Err(Step::Gone(why)) => {
                 finish_lost(&exec, why).await;
@@ -95,13 +104,26 @@ async fn run(exec: Arc<Execution>, mut session: watch::Receiver<Option<Agent>>) 
                     backoff = MIN_BACKOFF;
                 }
                 tracing::debug!(execution = exec.id(), "output pump: {why}; resuming in {backoff:?}");
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    changed = session.changed() => if changed.is_err() { return },
+            }
+            Err(Step::Storage { why, progressed }) => {
+                if progressed {
+                    backoff = MIN_BACKOFF;
                 }
-                backoff = (backoff * 2).min(MAX_BACKOFF);
+                // A full or failing disk is never silent: every failed attempt is a warning, and counted in
+                // boxyard_runner_storage_errors_total.
+                tracing::warn!(
+                    execution = exec.id(),
+                    "output pump: {why}; the output stored so far is kept and the guest keeps the rest; retrying \
+                     in {backoff:?}"
+                );
+                storage_failing = true;
             }
         }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            changed = session.changed() => if changed.is_err() { return },
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
 }
 
@@ -137,16 +159,19 @@ async fn follow(
     mut agent: Agent,
     session: &mut watch::Receiver<Option<Agent>>,
     reissued: &mut bool,
+    storage_failing: &mut bool,
+    timeout: Duration,
 ) -> Result<(), Step> {
     let from = exec.log.position().end;
-    let started = or_session_change(OutputFollower::start(&mut agent, exec.id(), from), session, false).await?;
+    let start = crate::agent::call(timeout, OutputFollower::start(&mut agent, exec.id(), from));
+    let started = or_session_change(start, session, false).await?;
     let mut f = match started {
         Ok(f) => f,
         Err(s) if s.code() == Code::NotFound && from == 0 && !*reissued => {
             // The runner recorded the execution but stopped before the agent started it (the agent forgets an
             // execution only after its result is stored): start it now; the agent is idempotent by id.
             *reissued = true;
-            return match agent.exec(exec.meta.agent_request()).await {
+            return match crate::agent::call(timeout, agent.exec(exec.meta.agent_request())).await {
                 Ok(_) => Err(retry("started the execution the agent did not have")),
                 Err(s) => Err(Step::Gone(format!("the execution could not be started: {}", s.message()))),
             };
@@ -183,11 +208,14 @@ async fn follow(
             .await;
             match stored {
                 Ok(Ok(end)) => {
+                    if std::mem::take(storage_failing) {
+                        tracing::warn!(execution = exec.id(), end, "output pump: storing works again");
+                    }
                     progressed = true;
                     f.ack(end).await
                 }
-                Ok(Err(e)) => return Err(Step::Retry { why: format!("cannot store output: {e}"), progressed }),
-                Err(e) => return Err(Step::Retry { why: format!("cannot store output: {e}"), progressed }),
+                Ok(Err(e)) => return Err(Step::Storage { why: format!("cannot store output: {e}"), progressed }),
+                Err(e) => return Err(Step::Storage { why: format!("cannot store output: {e}"), progressed }),
             }
         }
         if let Some(r) = exit {
@@ -195,12 +223,16 @@ async fn follow(
             let e = exec.clone();
             let stored = tokio::task::spawn_blocking(move || e.finish(ExecResult::from_agent(&r, killed))).await;
             match stored {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => return Err(Step::Retry { why: format!("cannot store the result: {e}"), progressed }),
-                Err(e) => return Err(Step::Retry { why: format!("cannot store the result: {e}"), progressed }),
+                Ok(Ok(())) => {
+                    if std::mem::take(storage_failing) {
+                        tracing::warn!(execution = exec.id(), "output pump: storing works again; the result is stored");
+                    }
+                }
+                Ok(Err(e)) => return Err(Step::Storage { why: format!("cannot store the result: {e}"), progressed }),
+                Err(e) => return Err(Step::Storage { why: format!("cannot store the result: {e}"), progressed }),
             }
             // The result is durable: the guest may forget the execution.
-            let _ = agent.release(ReleaseRequest { exec_id: exec.id().into() }).await;
+            let _ = crate::agent::call(timeout, agent.release(ReleaseRequest { exec_id: exec.id().into() })).await;
             return Ok(());
         }
         if let Some(why) = fatal {

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::paths::StatePaths;
 use boxyard_proto::registry as pb;
 use boxyard_proto::registry::registry_client::RegistryClient;
 use serde::{Deserialize, Serialize};
@@ -20,14 +21,32 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::boxes::BoxManager;
 
+/// Why joining the control plane failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RegistrationError {
+    /// A state file could not be read or written.
     #[error("cannot access {path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
-    #[error("{path} is corrupt ({source}); delete it to register again with a join token")]
-    Corrupt { path: PathBuf, source: serde_json::Error },
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// `registration.json` cannot be read.
+    #[error("{path} is corrupt ({reason}); delete it to register again with a join token")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// `registration.json` was written by a newer runner (left as it is).
+    #[error("{0}")]
+    Newer(String),
+    /// The `--controlplane` URL is malformed.
     #[error("the control plane URL {0:?} is not valid: {1}")]
     BadUrl(String, String),
+    /// Not registered, and no join token to register with.
     #[error(
         "this runner is not registered yet and has no join token: pass --join-token (a platform admin creates one with POST /v1/admin/join-tokens)"
     )]
@@ -45,22 +64,35 @@ pub enum RegistrationError {
 pub struct Membership {
     /// The registry's URL: http://host:port, or https://host:port with `controlplane_ca`.
     pub controlplane: String,
+    /// CA (PEM) of the registry's certificate (https only).
     pub controlplane_ca: Option<String>,
+    /// The join token for the first registration.
     pub join_token: Option<String>,
+    /// The runner's name in the fleet.
     pub name: String,
+    /// How the control plane reaches the runner API.
     pub endpoint: pb::Endpoint,
+    /// Labels for placement.
     pub labels: BTreeMap<String, String>,
+    /// What the runner offers to boxes.
     pub capacity: pb::Capacity,
+    /// The VM backend's name.
     pub backend: String,
     /// The runner has a snapshot store.
     pub snapshots_enabled: bool,
 }
 
+/// The runner's registration (`registration.json`, mode 0600).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct Registration {
     controlplane: String,
     runner_id: String,
     credential: String,
+}
+
+impl crate::store::Record for Registration {
+    const KIND: &'static str = "registration (registration.json)";
+    const VERSION: u32 = 1;
 }
 
 fn write_secret(path: &Path, data: &str) -> Result<(), RegistrationError> {
@@ -74,7 +106,7 @@ fn write_secret(path: &Path, data: &str) -> Result<(), RegistrationError> {
 
 /// The runner API's token (created once).
 pub fn api_token(state_dir: &Path) -> Result<String, RegistrationError> {
-    let path = state_dir.join("api-token");
+    let path = StatePaths::new(state_dir).api_token();
     match std::fs::read_to_string(&path) {
         Ok(t) if t.trim().len() >= 32 => return Ok(t.trim().to_string()),
         Ok(_) => {}
@@ -136,20 +168,26 @@ async fn register(
         })?
         .into_inner();
     let reg = Registration { controlplane: m.controlplane.clone(), runner_id: r.runner_id, credential: r.credential };
-    write_secret(&state_dir.join("registration.json"), &serde_json::to_string(&reg).expect("serializable"))?;
+    let data = crate::store::encode_record(&reg).map_err(|e| RegistrationError::Io {
+        path: StatePaths::new(state_dir).registration(),
+        source: std::io::Error::other(e),
+    })?;
+    write_secret(&StatePaths::new(state_dir).registration(), &String::from_utf8_lossy(&data))?;
     tracing::info!(runner_id = %reg.runner_id, "registered with the control plane at {}", m.controlplane);
     Ok(reg)
 }
 
 fn load(state_dir: &Path, m: &Membership) -> Result<Option<Registration>, RegistrationError> {
-    let path = state_dir.join("registration.json");
+    let path = StatePaths::new(state_dir).registration();
     let data = match std::fs::read(&path) {
         Ok(d) => d,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(source) => return Err(RegistrationError::Io { path, source }),
     };
-    let reg: Registration =
-        serde_json::from_slice(&data).map_err(|source| RegistrationError::Corrupt { path, source })?;
+    let reg: Registration = crate::store::decode_record(&path, &data).map_err(|e| match e {
+        crate::error::RunnerError::NewerRecord { .. } => RegistrationError::Newer(e.to_string()),
+        e => RegistrationError::Corrupt { path: path.clone(), reason: e.to_string() },
+    })?;
     // Registered with another control plane: register again here.
     Ok((reg.controlplane == m.controlplane).then_some(reg))
 }

@@ -1,5 +1,6 @@
 //! The runner's gRPC service (`boxyard.runner.v1.Runner`): a thin layer that maps requests onto the
-//! [`BoxManager`](crate::boxes::BoxManager) and its errors onto gRPC codes.
+//! [`BoxManager`] and its errors onto gRPC codes. Attach is served by
+//! [`crate::executions::attach`] (both directions).
 //!
 //! - [`tls`]: the server's TLS configuration (rustls), including the self-signed development certificate.
 
@@ -25,21 +26,20 @@ use crate::executions::attach;
 
 /// Largest gRPC message (an upload chunk or an output record is far smaller).
 const MAX_MESSAGE: usize = 16 << 20;
-/// Output events buffered per attach (each at most [`attach::READ_BYTES`] of data).
-const ATTACH_DEPTH: usize = 8;
-/// How long an Attach waits for the agent to say where stdin stands.
-const STDIN_OFFSET_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// The gRPC service over a [`BoxManager`].
 #[derive(Clone)]
 pub struct RunnerService {
     mgr: Arc<BoxManager>,
 }
 
 impl RunnerService {
+    /// The service of `mgr`'s boxes.
     pub fn new(mgr: Arc<BoxManager>) -> Self {
         RunnerService { mgr }
     }
 
+    /// The tonic server, with the runner's message size limits.
     pub fn into_server(self) -> RunnerServer<Self> {
         RunnerServer::new(self).max_decoding_message_size(MAX_MESSAGE).max_encoding_message_size(MAX_MESSAGE)
     }
@@ -83,21 +83,6 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 type R<T> = Result<Response<T>, Status>;
-
-/// Ends an attach with an input error, unless the execution has finished meanwhile (a signal or resize racing the
-/// exit is not an error worth cutting the rest of the output for).
-async fn report(
-    exec: &crate::executions::Execution,
-    weak: &mpsc::WeakSender<Result<pb::AttachEvent, Status>>,
-    e: RunnerError,
-) {
-    if exec.is_finished() {
-        return;
-    }
-    if let Some(tx) = weak.upgrade() {
-        let _ = tx.send(Err(e.into())).await;
-    }
-}
 
 fn ok<T>(v: T) -> R<T> {
     Ok(Response::new(v))
@@ -204,79 +189,17 @@ impl Runner for RunnerService {
     async fn download_files(&self, req: Request<pb::DownloadRequest>) -> R<Self::DownloadFilesStream> {
         let r = req.into_inner();
         let mut agent = self.mgr.box_agent(&r.box_id)?;
-        let inbound = agent
-            .download_files(ag::DownloadRequest { path: r.path })
+        let call = agent.download_files(ag::DownloadRequest { path: r.path });
+        let inbound = crate::agent::call(self.mgr.agent_timeout(), call)
             .await
             .map_err(|s| RunnerError::from_agent("downloading files", s))?
             .into_inner();
         ok(inbound.map(|c| c.map(|c| pb::DownloadChunk { data: c.data })).boxed())
     }
 
-    type AttachStream = ReceiverStream<Result<pb::AttachEvent, Status>>;
+    type AttachStream = attach::AttachStream;
 
     async fn attach(&self, req: Request<Streaming<pb::AttachRequest>>) -> R<Self::AttachStream> {
-        let mut inbound = req.into_inner();
-        let first = inbound.message().await?.and_then(|m| m.msg);
-        let Some(pb::attach_request::Msg::Start(start)) = first else {
-            return Err(Status::invalid_argument(
-                "the first Attach message must be `start` (execution_id, from_cursor)",
-            ));
-        };
-        let exec = self.mgr.execution(&start.execution_id)?;
-        attach::check_cursor(&exec, start.from_cursor)?;
-        let (tx, rx) = mpsc::channel(ATTACH_DEPTH);
-        // The input side holds only a weak sender: the response stream ends when the output side is done.
-        let weak = tx.downgrade();
-        // Where stdin stands goes into `attached`, for a client that resends input after a cut. Known at once
-        // unless the runner restarted since the last write; then the agent is asked (best effort: a box that is not
-        // running has no agent to ask, and its stdin cannot be written anyway).
-        if exec.meta.stdin
-            && !exec.is_finished()
-            && let Ok(mut a) = self.mgr.agent_of(&exec)
-        {
-            let _ = tokio::time::timeout(STDIN_OFFSET_TIMEOUT, exec.stdin_position(&mut a)).await;
-        }
-        tokio::spawn(attach::send_output(exec.clone(), start.from_cursor, tx));
-        let mgr = self.mgr.clone();
-        tokio::spawn(async move {
-            // stdin is written in order (a full pipe may hold a write); signals and resizes run beside it, so a
-            // Ctrl-C is never stuck behind input the process does not read.
-            let (stdin_tx, mut stdin_rx) = mpsc::channel::<pb::StdinData>(4);
-            let (m, x, w) = (mgr.clone(), exec.clone(), weak.clone());
-            tokio::spawn(async move {
-                while let Some(s) = stdin_rx.recv().await {
-                    let r = match m.agent_of(&x) {
-                        Ok(mut a) => x.write_stdin(&mut a, s.data, s.eof, s.offset).await.map(|_| ()),
-                        Err(e) => Err(e),
-                    };
-                    // Acknowledgements go out through the execution's stdin watch (see attach::send_output).
-                    if let Err(e) = r {
-                        report(&x, &w, e).await;
-                        return;
-                    }
-                }
-            });
-            while let Ok(Some(msg)) = inbound.message().await {
-                let r = match msg.msg {
-                    Some(pb::attach_request::Msg::Stdin(s)) => {
-                        if stdin_tx.send(s).await.is_err() {
-                            return;
-                        }
-                        Ok(())
-                    }
-                    Some(pb::attach_request::Msg::Resize(t)) => mgr.resize(exec.id(), Some(t)).await,
-                    Some(pb::attach_request::Msg::Signal(sig)) => mgr.signal(exec.id(), &sig).await,
-                    Some(pb::attach_request::Msg::Start(_)) => {
-                        Err(RunnerError::InvalidArgument("`start` may only be the first Attach message".into()))
-                    }
-                    None => Ok(()),
-                };
-                if let Err(e) = r {
-                    report(&exec, &weak, e).await;
-                    return;
-                }
-            }
-        });
-        ok(ReceiverStream::new(rx))
+        ok(attach::open(self.mgr.clone(), req.into_inner()).await?)
     }
 }

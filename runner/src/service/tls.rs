@@ -10,12 +10,26 @@ use std::path::{Path, PathBuf};
 
 use tonic::transport::{Identity, ServerTlsConfig};
 
+/// Why the TLS configuration could not be made.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
+    /// A certificate or key file could not be read.
     #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The development certificate could not be written.
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The development certificate could not be generated.
     #[error("cannot generate the development certificate: {0}")]
     Generate(String),
 }
@@ -23,16 +37,20 @@ pub enum TlsError {
 /// A certificate chain and its private key, PEM-encoded.
 #[derive(Clone)]
 pub struct CertPair {
+    /// The certificate chain.
     pub cert_pem: String,
+    /// The private key.
     pub key_pem: String,
 }
 
 impl CertPair {
+    /// Reads a certificate chain and a key from files.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, TlsError> {
         let read = |p: &Path| std::fs::read_to_string(p).map_err(|source| TlsError::Read { path: p.into(), source });
         Ok(CertPair { cert_pem: read(cert)?, key_pem: read(key)? })
     }
 
+    /// The server's TLS configuration with this identity.
     pub fn server_config(&self) -> ServerTlsConfig {
         ServerTlsConfig::new().identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
     }
@@ -40,13 +58,13 @@ impl CertPair {
 
 /// Where the development certificate lives in a state directory.
 pub fn dev_cert_path(state_dir: &Path) -> PathBuf {
-    state_dir.join("tls").join("dev-cert.pem")
+    crate::paths::StatePaths::new(state_dir).dev_cert()
 }
 
 /// The development certificate of a state directory, generated on first use.
 pub fn dev_certificate(state_dir: &Path) -> Result<CertPair, TlsError> {
     let cert = dev_cert_path(state_dir);
-    let key = state_dir.join("tls").join("dev-key.pem");
+    let key = crate::paths::StatePaths::new(state_dir).dev_key();
     if cert.is_file() && key.is_file() {
         return CertPair::load(&cert, &key);
     }

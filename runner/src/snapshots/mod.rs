@@ -20,6 +20,7 @@ use boxyard_snapshot::s3::S3Store;
 use crate::boxes::record::SnapshotSpec;
 use crate::error::{Result, RunnerError};
 
+/// The runner's snapshot image cache, filled from the snapshot bucket.
 pub struct SnapshotStore {
     dir: PathBuf,
     s3: S3Store,
@@ -35,6 +36,7 @@ fn hex_of(digest: &str) -> &str {
 }
 
 impl SnapshotStore {
+    /// A cache in `dir` of at most `budget` bytes, fetching with `parallel` ranged GETs per image.
     pub fn new(dir: PathBuf, s3: S3Store, budget: u64, parallel: usize) -> Result<Self> {
         std::fs::create_dir_all(&dir)
             .map_err(|e| RunnerError::Internal(format!("cannot create {}: {e}", dir.display())))?;

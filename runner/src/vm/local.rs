@@ -64,7 +64,7 @@ impl VmBackend for LocalBackend {
     }
 
     async fn adopt(&self, spec: VmSpec) -> Result<Option<Box<dyn Vm>>, VmError> {
-        let Some(pid) = read_pid_file(&spec.run_dir.join("guest.pid")) else { return Ok(None) };
+        let Some(pid) = read_pid_file(&spec.paths().guest_pid()) else { return Ok(None) };
         let marker = spec.agent_socket().display().to_string();
         Ok(VmProcess::adopt(pid, &marker)
             .map(|p| Box::new(LocalVm { backend: self.clone(), spec, process: Some(p) }) as Box<dyn Vm>))
@@ -81,7 +81,7 @@ pub struct LocalVm {
 impl LocalVm {
     fn cleanup(&self) {
         let _ = std::fs::remove_file(self.spec.agent_socket());
-        let _ = std::fs::remove_file(self.spec.run_dir.join("guest.pid"));
+        let _ = std::fs::remove_file(self.spec.paths().guest_pid());
     }
 
     /// How the process ended, if it has; removes the runtime files the first time the end is seen.
@@ -112,7 +112,7 @@ impl Vm for LocalVm {
             return Ok(());
         }
         self.cleanup();
-        let log_path = self.spec.run_dir.join("guest.log");
+        let log_path = self.spec.paths().guest_log();
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(&self.backend.guest_binary);
         cmd.arg("--listen-unix")
@@ -122,7 +122,7 @@ impl Vm for LocalVm {
             .stderr(log);
         let process = VmProcess::spawn(cmd, &self.backend.guest_binary)?;
         if let Some(pid) = process.pid() {
-            std::fs::write(self.spec.run_dir.join("guest.pid"), format!("{pid}\n"))?;
+            std::fs::write(self.spec.paths().guest_pid(), format!("{pid}\n"))?;
         }
         self.process = Some(process);
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

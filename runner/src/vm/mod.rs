@@ -22,13 +22,17 @@ use std::time::Duration;
 pub struct VmSpec {
     /// Identifies the VM in process names and messages.
     pub id: String,
+    /// The guest kernel.
     pub kernel: PathBuf,
+    /// The guest initramfs.
     pub initramfs: PathBuf,
     /// Read-only ext4 root image (first disk; may be shared by many VMs).
     pub root_image: PathBuf,
     /// The box's writable disk for the overlay's upper layer; None: writes live in guest memory only.
     pub writable_disk: Option<PathBuf>,
+    /// vCPUs.
     pub vcpus: u32,
+    /// Memory in MiB.
     pub memory_mib: u32,
     /// Directory for the VM's runtime files; must exist and be private to this VM.
     pub run_dir: PathBuf,
@@ -39,12 +43,17 @@ pub struct VmSpec {
 impl VmSpec {
     /// The unix socket the guest agent is reachable on.
     pub fn agent_socket(&self) -> PathBuf {
-        self.run_dir.join("agent.sock")
+        self.paths().agent_socket()
+    }
+
+    /// The VM's runtime files.
+    pub fn paths(&self) -> crate::paths::VmPaths {
+        crate::paths::VmPaths::new(&self.run_dir)
     }
 
     /// The guest's serial console output.
     pub fn console_log(&self) -> PathBuf {
-        self.run_dir.join("console.log")
+        self.paths().console_log()
     }
 
     /// Checks that the files a real VM boots from exist, with errors that say what to fix.
@@ -85,25 +94,56 @@ pub enum VmStatus {
     /// Created, not started.
     Created,
     /// Its process is alive.
-    Running { pid: u32 },
+    Running {
+        /// Its process id.
+        pid: u32,
+    },
     /// It has ended; `detail` says how (exit status, signal) when known.
-    Stopped { detail: String },
+    Stopped {
+        /// How it ended.
+        detail: String,
+    },
 }
 
+/// An error of a VM backend.
 #[derive(Debug, thiserror::Error)]
 pub enum VmError {
+    /// A file the VM boots from is missing.
     #[error("{what} not found at {path}: {hint}")]
-    MissingFile { what: &'static str, path: PathBuf, hint: &'static str },
+    MissingFile {
+        /// What the file is.
+        what: &'static str,
+        /// Where it was looked for.
+        path: PathBuf,
+        /// How to get it.
+        hint: &'static str,
+    },
+    /// The spec is out of range.
     #[error("invalid VM spec: {0}")]
     InvalidSpec(String),
+    /// The VM's program could not be started.
     #[error("cannot start {program}: {source}; is it installed (scripts/setup.sh)?")]
-    Spawn { program: String, source: std::io::Error },
+    Spawn {
+        /// The program.
+        program: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The VM's process exited while starting.
     #[error("the VM exited during start-up ({detail}); see {log}")]
-    EarlyExit { detail: String, log: PathBuf },
+    EarlyExit {
+        /// How it ended.
+        detail: String,
+        /// Its log.
+        log: PathBuf,
+    },
+    /// The VM's control channel failed.
     #[error("VM control channel error: {0}")]
     Control(String),
+    /// The VM is not running.
     #[error("the VM is not running")]
     NotRunning,
+    /// A file operation failed.
     #[error("VM I/O error: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -127,6 +167,7 @@ pub trait VmBackend: Send + Sync {
 /// One VM.
 #[async_trait::async_trait]
 pub trait Vm: Send + Sync {
+    /// The spec it was made from.
     fn spec(&self) -> &VmSpec;
     /// Boots the VM. Returns once its process runs; the guest agent becomes reachable on
     /// [`VmSpec::agent_socket`] when the guest has booted.
@@ -138,5 +179,6 @@ pub trait Vm: Send + Sync {
     async fn kill(&mut self) -> Result<VmStatus, VmError>;
     /// Waits up to `timeout` for the VM to end by itself; returns its status.
     async fn wait(&mut self, timeout: Duration) -> VmStatus;
+    /// What it is doing now.
     async fn status(&mut self) -> VmStatus;
 }

@@ -69,6 +69,7 @@ impl VmProcess {
             .then(|| VmProcess { handle: Some(Handle::Adopted { pid, marker: marker.to_string() }), ended: None })
     }
 
+    /// The process id, while known.
     pub fn pid(&self) -> Option<u32> {
         match &self.handle {
             Some(Handle::Child(c)) => c.id(),
@@ -144,6 +145,7 @@ impl VmProcess {
         Ok(())
     }
 
+    /// Whether the process was seen ending.
     pub fn ended(&self) -> bool {
         self.ended.is_some()
     }

@@ -24,6 +24,7 @@ pub enum Machine {
 }
 
 impl Machine {
+    /// `microvm` or `q35`.
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "microvm" => Some(Machine::Microvm),
@@ -54,7 +55,7 @@ pub const BASE_KERNEL_ARGS: &[&str] = &[
 /// `tsc_khz`: under TCG on microvm, the host TSC rate for `tsc_early_khz=` (microvm has no HPET or PM timer to
 /// calibrate against, and a failed calibration can hang the guest's boot on a busy host).
 pub fn args(spec: &VmSpec, accel: Accel, machine: Machine, tsc_khz: Option<u64>) -> Vec<String> {
-    let run = |name: &str| spec.run_dir.join(name).display().to_string();
+    let files = spec.paths();
     let (machine_arg, blk, serial_bus) = match machine {
         Machine::Microvm => ("microvm,acpi=on", "virtio-blk-device", "virtio-serial-device"),
         Machine::Q35 => ("q35", "virtio-blk-pci", "virtio-serial-pci"),
@@ -123,9 +124,9 @@ pub fn args(spec: &VmSpec, accel: Accel, machine: Machine, tsc_khz: Option<u64>)
         "-device".into(),
         format!("virtserialport,chardev=agent,name={AGENT_PORT_NAME}"),
         "-qmp".into(),
-        format!("unix:{},server=on,wait=off", run("qmp.sock")),
+        format!("unix:{},server=on,wait=off", files.qmp_socket().display()),
         "-pidfile".into(),
-        run("qemu.pid"),
+        files.qemu_pid().display().to_string(),
     ]);
     a
 }

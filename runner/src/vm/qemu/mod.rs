@@ -23,8 +23,11 @@ pub use cmdline::{Accel, Machine};
 /// Creates QEMU VMs.
 #[derive(Clone, Debug)]
 pub struct QemuBackend {
+    /// `qemu-system-x86_64`.
     pub binary: PathBuf,
+    /// KVM or TCG.
     pub accel: Accel,
+    /// The machine type.
     pub machine: Machine,
     /// Host TSC rate handed to TCG microvm guests (see [`crate::hostcaps::tsc_khz`]).
     pub tsc_khz: Option<u64>,
@@ -59,7 +62,7 @@ impl VmBackend for QemuBackend {
     }
 
     async fn adopt(&self, spec: VmSpec) -> Result<Option<Box<dyn Vm>>, VmError> {
-        let Some(pid) = read_pid_file(&spec.run_dir.join("qemu.pid")) else { return Ok(None) };
+        let Some(pid) = read_pid_file(&spec.paths().qemu_pid()) else { return Ok(None) };
         let marker = spec.run_dir.display().to_string();
         Ok(VmProcess::adopt(pid, &marker)
             .map(|p| Box::new(QemuVm { backend: self.clone(), spec, process: Some(p) }) as Box<dyn Vm>))
@@ -75,7 +78,7 @@ pub struct QemuVm {
 
 impl QemuVm {
     fn runtime_files(&self) -> [PathBuf; 3] {
-        [self.spec.agent_socket(), self.spec.run_dir.join("qmp.sock"), self.spec.run_dir.join("qemu.pid")]
+        [self.spec.agent_socket(), self.spec.paths().qmp_socket(), self.spec.paths().qemu_pid()]
     }
 
     fn cleanup(&self) {
@@ -101,7 +104,7 @@ impl QemuVm {
     }
 
     fn qemu_log_tail(&self) -> String {
-        let s = std::fs::read_to_string(self.spec.run_dir.join("qemu.log")).unwrap_or_default();
+        let s = std::fs::read_to_string(self.spec.paths().qemu_log()).unwrap_or_default();
         let tail: Vec<&str> = s.lines().rev().take(5).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join("; ")
     }
@@ -118,7 +121,7 @@ impl Vm for QemuVm {
             return Ok(());
         }
         self.cleanup();
-        let log = std::fs::File::create(self.spec.run_dir.join("qemu.log"))?;
+        let log = std::fs::File::create(self.spec.paths().qemu_log())?;
         let mut cmd = Command::new(&self.backend.binary);
         cmd.args(cmdline::args(&self.spec, self.backend.accel, self.backend.machine, self.backend.tsc_khz))
             .stdin(Stdio::null())
@@ -132,7 +135,7 @@ impl Vm for QemuVm {
                 let tail = self.qemu_log_tail();
                 return Err(VmError::EarlyExit {
                     detail: if tail.is_empty() { detail } else { format!("{detail}: {tail}") },
-                    log: self.spec.run_dir.join("qemu.log"),
+                    log: self.spec.paths().qemu_log(),
                 });
             }
             if tokio::time::Instant::now() > deadline {
@@ -148,7 +151,7 @@ impl Vm for QemuVm {
         if self.process.is_none() || self.poll_exit().is_some() {
             return Ok(self.status().await);
         }
-        let qmp_path = self.spec.run_dir.join("qmp.sock");
+        let qmp_path = self.spec.paths().qmp_socket();
         if let Ok(mut qmp) = qmp::Qmp::connect(&qmp_path, Duration::from_secs(2)).await {
             let _ = qmp.execute("system_powerdown", None).await;
         }

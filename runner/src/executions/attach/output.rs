@@ -1,4 +1,5 @@
-//! The output side of one Attach: the log from the client's cursor, then live output, then the result.
+//! The output side of one Attach (runner → client): the log from the client's cursor, then live output, then the
+//! result.
 //!
 //! Each attach has its own [`LogReader`](crate::execlog::LogReader) on a blocking thread and a bounded channel to the
 //! client, so a slow client only slows itself: the pump, the process and other readers never wait for it. Memory
@@ -10,13 +11,14 @@ use boxyard_proto::runner as pb;
 use tokio::sync::mpsc;
 use tonic::Status;
 
-use super::Execution;
+use super::super::Execution;
 use crate::error::RunnerError;
 use crate::execlog::Item;
 
 /// Bytes read from the log per step.
 pub const READ_BYTES: usize = 256 * 1024;
 
+/// Where an attach's events go (to the client's response stream).
 pub type EventSender = mpsc::Sender<Result<pb::AttachEvent, Status>>;
 
 fn event(e: pb::attach_event::Event) -> Result<pb::AttachEvent, Status> {
