@@ -3,20 +3,9 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
 
-/// The JSON body of every error response.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable identifier, e.g. `not_found`, `quota_exceeded`, `no_capacity`.
-    pub code: String,
-    /// What went wrong and what to do about it.
-    pub message: String,
-    /// Seconds after which a retry may succeed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_after: Option<u64>,
-}
+/// The JSON body of every error response (defined by the API contract, with the list of codes).
+pub use boxyard_api::ErrorBody;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {

@@ -542,16 +542,9 @@ pub async fn mark_destroyed(db: &sqlx::PgPool, id: Uuid) -> Result<(), sqlx::Err
     Ok(())
 }
 
-/// Our name for a runner box state.
+/// Our name for a runner box state (the API contract's mapping).
 pub fn state_name(s: pb::BoxState) -> &'static str {
-    match s {
-        pb::BoxState::Starting => "starting",
-        pb::BoxState::Running => "running",
-        pb::BoxState::Stopping => "stopping",
-        pb::BoxState::Stopped => "stopped",
-        pb::BoxState::Failed => "error",
-        pb::BoxState::Unspecified => "error",
-    }
+    boxyard_api::BoxState::from(s).as_str()
 }
 
 /// Records activity on a box (postpones its auto-stop).

@@ -122,7 +122,7 @@ impl BoxEntry {
             RunnerError::FailedPrecondition(format!(
                 "box {:?} is {}: start it with StartBox first",
                 self.id,
-                state_name(self.state())
+                boxyard_api::BoxState::from(self.state())
             ))
         })
     }
@@ -146,17 +146,6 @@ impl BoxEntry {
             backend: backend.to_string(),
             executions: Vec::new(),
         }
-    }
-}
-
-fn state_name(s: pb::BoxState) -> &'static str {
-    match s {
-        pb::BoxState::Starting => "starting",
-        pb::BoxState::Running => "running",
-        pb::BoxState::Stopping => "stopping",
-        pb::BoxState::Stopped => "stopped",
-        pb::BoxState::Failed => "failed",
-        pb::BoxState::Unspecified => "unknown",
     }
 }
 

@@ -16,6 +16,7 @@ use clap::Args;
 use tokio::io::AsyncReadExt;
 
 use super::VmOptions;
+use super::units::parse_size;
 
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -55,28 +56,6 @@ pub struct RunArgs {
     /// The command and its arguments.
     #[arg(last = true, required = true, num_args = 1..)]
     pub command: Vec<String>,
-}
-
-/// Parses sizes like 512M, 2G, 1048576.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let (num, mult) = match t.char_indices().find(|(_, c)| c.is_ascii_alphabetic()) {
-        Some((i, _)) => {
-            let unit = t[i..].to_ascii_uppercase();
-            let m = match unit.trim_end_matches("IB").trim_end_matches('B') {
-                "" => 1,
-                "K" => 1 << 10,
-                "M" => 1 << 20,
-                "G" => 1 << 30,
-                "T" => 1u64 << 40,
-                _ => return Err(format!("unknown size unit in {s:?}: use K, M, G or T")),
-            };
-            (&t[..i], m)
-        }
-        None => (t, 1),
-    };
-    let n: u64 = num.trim().parse().map_err(|_| format!("{s:?} is not a size (e.g. 512M, 2G)"))?;
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
