@@ -401,3 +401,34 @@ fn cursor_query(cursor: Option<&str>) -> String {
 fn path_query(path: &str) -> String {
     url::form_urlencoded::Serializer::new(String::new()).append_pair("path", path).finish()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queries_are_encoded() {
+        assert_eq!(cursor_query(None), "");
+        assert_eq!(
+            cursor_query(Some("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")),
+            "?cursor=0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b"
+        );
+        assert_eq!(cursor_query(Some("a&b=c")), "?cursor=a%26b%3Dc");
+        assert_eq!(path_query("/tmp/a b&c"), "path=%2Ftmp%2Fa+b%26c");
+    }
+
+    #[test]
+    fn a_bad_url_is_refused_and_the_key_is_never_printed() {
+        assert!(matches!(Client::new("not a url", "k"), Err(Error::Transport { .. })));
+        let c = Client::new("http://127.0.0.1:8080/", "byk_secret").unwrap();
+        assert_eq!(c.base_url(), "http://127.0.0.1:8080");
+        assert!(!format!("{c:?}").contains("byk_secret"));
+    }
+
+    #[tokio::test]
+    async fn call_raw_refuses_a_method_that_does_not_exist() {
+        let c = Client::new("http://127.0.0.1:9", "k").unwrap();
+        let e = c.call_raw("NOT A METHOD", "/v1/me", None).await.unwrap_err();
+        assert!(matches!(e, Error::InvalidInput(_)), "{e:?}");
+    }
+}

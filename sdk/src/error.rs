@@ -72,3 +72,27 @@ impl Error {
 
 /// The result of an SDK call.
 pub type Result<T> = std::result::Result<T, Error>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_error_response_becomes_an_api_error_with_its_code() {
+        let e = Error::from_response(503, br#"{"code":"no_capacity","message":"no room","retry_after":10}"#);
+        assert!(
+            matches!(&e, Error::Api { status: 503, code, message, retry_after: Some(10) } if code == "no_capacity" && message == "no room"),
+            "{e:?}"
+        );
+        assert_eq!(e.code(), Some("no_capacity"));
+        assert_eq!(e.to_string(), "no_capacity: no room (HTTP 503)");
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_error_body_still_gives_the_status() {
+        let e = Error::from_response(502, b"<html>bad gateway</html>");
+        assert!(matches!(&e, Error::Api { status: 502, code, retry_after: None, .. } if code == "http_error"), "{e:?}");
+        assert_eq!(e.to_string(), "http_error: HTTP 502 (HTTP 502)");
+        assert_eq!(Error::Protocol("x".into()).code(), None);
+    }
+}
