@@ -1,9 +1,9 @@
 //! `boxyard admin ...`: organizations, keys, quotas, runners and join tokens (platform admins; `key` also for org
 //! admins in their own org), plus `admin call` for any endpoint.
 
-use boxyard::{Client, Method};
+use boxyard::{Client, CreateJoinToken, CreateKey, CreateOrg, Quota, Role};
 use clap::Subcommand;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 #[derive(Subcommand)]
 pub enum AdminCmd {
@@ -125,28 +125,46 @@ fn table(v: &Value, cols: &[&str]) {
     }
 }
 
+/// The answer of a call as JSON (what is printed), None for an answer without a body.
+fn json(v: impl serde::Serialize) -> anyhow::Result<Option<Value>> {
+    Ok(Some(serde_json::to_value(v)?))
+}
+
+/// A role as the API names it.
+fn role(s: &str) -> anyhow::Result<Role> {
+    Role::parse(s).ok_or_else(|| anyhow::anyhow!("invalid_request: role {s:?} is not member, admin or platform_admin"))
+}
+
+/// A quota value from the command line in the API's range.
+fn i32_arg(name: &str, v: i64) -> anyhow::Result<i32> {
+    i32::try_from(v).map_err(|_| anyhow::anyhow!("invalid_request: --{name} {v} is out of range"))
+}
+
 pub async fn run(c: &Client, json_out: bool, cmd: AdminCmd) -> anyhow::Result<()> {
-    let (v, cols): (Value, &[&str]) = match cmd {
-        AdminCmd::Org(OrgCmd::Create { name }) => {
-            (c.admin(Method::POST, "/v1/admin/orgs", Some(json!({"name": name}))).await?, &[])
-        }
-        AdminCmd::Org(OrgCmd::Ls) => {
-            (c.admin(Method::GET, "/v1/admin/orgs", None).await?, &["id", "name", "created_at"])
-        }
-        AdminCmd::Key(KeyCmd::Create { name, role, org }) => {
-            let path = org.map(|o| format!("/v1/admin/orgs/{o}/keys")).unwrap_or_else(|| "/v1/keys".into());
-            (c.admin(Method::POST, &path, Some(json!({"name": name, "role": role}))).await?, &[])
+    let (v, cols): (Option<Value>, &[&str]) = match cmd {
+        AdminCmd::Org(OrgCmd::Create { name }) => (json(c.create_org(&CreateOrg { name, quota: None }).await?)?, &[]),
+        AdminCmd::Org(OrgCmd::Ls) => (json(c.list_orgs().await?)?, &["id", "name", "created_at"]),
+        AdminCmd::Key(KeyCmd::Create { name, role: r, org }) => {
+            let req = CreateKey { name, role: Some(role(&r)?) };
+            let created = match org {
+                Some(o) => c.create_org_key(o, &req).await?,
+                None => c.create_key(&req).await?,
+            };
+            (json(created)?, &[])
         }
         AdminCmd::Key(KeyCmd::Ls { org }) => {
-            let path = org.map(|o| format!("/v1/admin/orgs/{o}/keys")).unwrap_or_else(|| "/v1/keys".into());
-            (c.admin(Method::GET, &path, None).await?, &["id", "name", "prefix", "role", "revoked_at"])
+            let keys = match org {
+                Some(o) => c.list_org_keys(o).await?,
+                None => c.list_keys().await?,
+            };
+            (json(keys)?, &["id", "name", "prefix", "role", "revoked_at"])
         }
         AdminCmd::Key(KeyCmd::Rm { key_id, org }) => {
-            let path = match org {
-                Some(o) => format!("/v1/admin/orgs/{o}/keys/{key_id}"),
-                None => format!("/v1/keys/{key_id}"),
+            let key = match org {
+                Some(o) => c.revoke_org_key(o, key_id).await?,
+                None => c.revoke_key(key_id).await?,
             };
-            (c.admin(Method::DELETE, &path, None).await?, &[])
+            (json(key)?, &[])
         }
         AdminCmd::Quota {
             org_id,
@@ -157,48 +175,40 @@ pub async fn run(c: &Client, json_out: bool, cmd: AdminCmd) -> anyhow::Result<()
             max_box_memory_mib,
             max_box_disk_mib,
         } => {
-            let q = json!({"max_boxes": max_boxes, "max_vcpus": max_vcpus, "max_memory_mib": max_memory_mib,
-                "max_box_vcpus": max_box_vcpus, "max_box_memory_mib": max_box_memory_mib, "max_box_disk_mib": max_box_disk_mib});
-            (c.admin(Method::PUT, &format!("/v1/admin/orgs/{org_id}/quota"), Some(q)).await?, &[])
+            let q = Quota {
+                max_boxes: i32_arg("max-boxes", max_boxes)?,
+                max_vcpus: i32_arg("max-vcpus", max_vcpus)?,
+                max_memory_mib,
+                max_box_vcpus: i32_arg("max-box-vcpus", max_box_vcpus)?,
+                max_box_memory_mib,
+                max_box_disk_mib,
+            };
+            (json(c.set_quota(org_id, &q).await?)?, &[])
         }
         AdminCmd::Runner(RunnerCmd::Ls) => (
-            c.admin(Method::GET, "/v1/admin/runners", None).await?,
+            json(c.list_runners().await?)?,
             &["id", "name", "state", "cordoned", "draining", "running_boxes", "address"],
         ),
-        AdminCmd::Runner(RunnerCmd::Cordon { runner_id }) => {
-            (c.admin(Method::POST, &format!("/v1/admin/runners/{runner_id}/cordon"), Some(json!({}))).await?, &[])
-        }
-        AdminCmd::Runner(RunnerCmd::Drain { runner_id }) => {
-            (c.admin(Method::POST, &format!("/v1/admin/runners/{runner_id}/drain"), Some(json!({}))).await?, &[])
-        }
-        AdminCmd::Runner(RunnerCmd::Uncordon { runner_id }) => {
-            (c.admin(Method::POST, &format!("/v1/admin/runners/{runner_id}/uncordon"), Some(json!({}))).await?, &[])
-        }
+        AdminCmd::Runner(RunnerCmd::Cordon { runner_id }) => (json(c.cordon_runner(runner_id).await?)?, &[]),
+        AdminCmd::Runner(RunnerCmd::Drain { runner_id }) => (json(c.drain_runner(runner_id).await?)?, &[]),
+        AdminCmd::Runner(RunnerCmd::Uncordon { runner_id }) => (json(c.uncordon_runner(runner_id).await?)?, &[]),
         AdminCmd::Runner(RunnerCmd::Rm { runner_id }) => {
-            (c.admin(Method::DELETE, &format!("/v1/admin/runners/{runner_id}"), None).await?, &[])
+            c.delete_runner(runner_id).await?;
+            (None, &[])
         }
-        AdminCmd::JoinToken(TokenCmd::Create { description, ttl }) => (
-            c.admin(
-                Method::POST,
-                "/v1/admin/join-tokens",
-                Some(json!({"description": description, "ttl_seconds": ttl})),
-            )
-            .await?,
-            &[],
-        ),
-        AdminCmd::JoinToken(TokenCmd::Ls) => (
-            c.admin(Method::GET, "/v1/admin/join-tokens", None).await?,
-            &["id", "prefix", "description", "expires_at", "uses"],
-        ),
-        AdminCmd::JoinToken(TokenCmd::Rm { token_id }) => {
-            (c.admin(Method::DELETE, &format!("/v1/admin/join-tokens/{token_id}"), None).await?, &[])
+        AdminCmd::JoinToken(TokenCmd::Create { description, ttl }) => {
+            (json(c.create_join_token(&CreateJoinToken { description, ttl_seconds: Some(ttl) }).await?)?, &[])
         }
+        AdminCmd::JoinToken(TokenCmd::Ls) => {
+            (json(c.list_join_tokens().await?)?, &["id", "prefix", "description", "expires_at", "uses"])
+        }
+        AdminCmd::JoinToken(TokenCmd::Rm { token_id }) => (json(c.revoke_join_token(token_id).await?)?, &[]),
         AdminCmd::Call { method, path, body } => {
-            let m = Method::from_bytes(method.to_ascii_uppercase().as_bytes())?;
-            let body = body.map(|b| serde_json::from_str(&b)).transpose()?;
-            (c.admin(m, &path, body).await?, &[])
+            let body: Option<Value> = body.map(|b| serde_json::from_str(&b)).transpose()?;
+            (c.call_raw(&method, &path, body.as_ref()).await?, &[])
         }
     };
+    let Some(v) = v else { return Ok(()) };
     if json_out || cols.is_empty() {
         if !v.is_null() {
             println!("{}", serde_json::to_string_pretty(&v)?);

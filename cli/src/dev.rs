@@ -299,13 +299,9 @@ pub async fn up(a: &DevArgs) -> anyhow::Result<()> {
             .args(s3_args);
         if !runner_dir.join("registration.json").exists() {
             let t = client
-                .admin(
-                    boxyard::Method::POST,
-                    "/v1/admin/join-tokens",
-                    Some(serde_json::json!({"description": "boxyard dev"})),
-                )
+                .create_join_token(&boxyard::CreateJoinToken { description: "boxyard dev".into(), ttl_seconds: None })
                 .await?;
-            cmd.args(["--join-token", t["secret"].as_str().unwrap_or_default()]);
+            cmd.args(["--join-token", &t.secret]);
         }
         let accel = if std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default().contains(" vmx")
             || std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default().contains(" svm")
@@ -321,8 +317,8 @@ pub async fn up(a: &DevArgs) -> anyhow::Result<()> {
     }
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let r = client.admin(boxyard::Method::GET, "/v1/admin/runners", None).await?;
-        if r["items"].as_array().is_some_and(|a| a.iter().any(|x| x["state"] == "ready")) {
+        let r = client.list_runners().await?;
+        if r.items.iter().any(|x| x.state == "ready") {
             break;
         }
         if Instant::now() > deadline {

@@ -10,7 +10,7 @@ use std::io::Write;
 
 use anyhow::Context;
 use boxyard::attach::{Event, OutputStream};
-use boxyard::{Client, CreateBox, ExecRequest};
+use boxyard::{BoxState, Client, CreateBox, ExecRequest};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -184,12 +184,12 @@ impl ProcessArgs {
     async fn run(&self, c: &Client, box_id: &str, req: &ExecRequest, announce: bool) -> anyhow::Result<i32> {
         let x = c.exec(box_id, req).await?;
         if self.interactive || self.tty {
-            return term::interactive(c.attach(box_id, &x.id, 0), self.interactive, self.tty).await;
+            return term::interactive(c.attach(box_id, x.id, 0), self.interactive, self.tty).await;
         }
         if announce {
             eprintln!("boxyard: execution {}", x.id);
         }
-        stream(c, box_id, &x.id, 0).await
+        stream(c, box_id, &x.id.to_string(), 0).await
     }
 }
 
@@ -212,17 +212,10 @@ struct RunArgs {
     command: Vec<String>,
 }
 
-/// A memory size in MiB: a bare number is MiB; suffixes M/MiB, G/GiB.
+/// A memory size in MiB: a bare number is MiB; or a size with a unit (512M, 2G, 2GiB), as every tool spells it.
 fn parse_mib(s: &str) -> Result<i64, String> {
-    let t = s.trim();
-    let (num, mul) = if let Some(n) = t.strip_suffix("GiB").or_else(|| t.strip_suffix("G")) {
-        (n, 1024)
-    } else if let Some(n) = t.strip_suffix("MiB").or_else(|| t.strip_suffix("M")) {
-        (n, 1)
-    } else {
-        (t, 1)
-    };
-    num.trim().parse::<i64>().map(|n| n * mul).map_err(|_| format!("{s:?} is not a size like 512, 512M or 2G"))
+    let mib = boxyard_api::size::parse_size_mib(s)?;
+    i64::try_from(mib).map_err(|_| format!("{s:?} is too large"))
 }
 
 fn parse_kv(s: &str) -> Result<(String, String), String> {
@@ -266,7 +259,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
                 })
                 .await?;
             let req = r.process.request(r.command);
-            let result = r.process.run(&c, &b.id, &req, false).await;
+            let result = r.process.run(&c, &b.id.to_string(), &req, false).await;
             if r.rm {
                 if let Err(e) = c.delete_box(&b.id).await {
                     eprintln!("boxyard: the box {} was not deleted: {e}", b.id);
@@ -304,7 +297,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
                         b.snapshot.as_deref().unwrap_or("-"),
                         b.vcpus,
                         b.memory_mib,
-                        b.created_at
+                        b.created_at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
                     );
                 }
             }
@@ -319,7 +312,7 @@ async fn main_inner(cli: Cli) -> anyhow::Result<i32> {
             for b in box_ids {
                 if !force {
                     let info = c.get_box(&b).await?;
-                    if matches!(info.state.as_str(), "running" | "starting" | "pending") {
+                    if matches!(info.state, BoxState::Running | BoxState::Starting | BoxState::Pending) {
                         anyhow::bail!("box {b} is {}: stop it first, or use rm -f", info.state);
                     }
                 }
@@ -416,7 +409,7 @@ async fn cp(c: &Client, src: &str, dest: &str) -> anyhow::Result<()> {
                 t.append_path_with_name(path, name)?;
             }
             let r = c.upload_tar(b, dir, t.into_inner()?).await?;
-            eprintln!("copied {} bytes ({} entries) to {b}:{dir}", r["bytes"], r["entries"]);
+            eprintln!("copied {} bytes ({} entries) to {b}:{dir}", r.bytes, r.entries);
             Ok(())
         }
         (Some((b, path)), None) => {
@@ -475,7 +468,7 @@ async fn snapshot(profile: Option<&str>, json: bool, cmd: SnapshotCmd) -> anyhow
                 }
                 r
             });
-            let done = c.upload_snapshot_image(&s.id, reqwest_body(stream)).await?;
+            let done = c.upload_snapshot_image(s.id, boxyard::Body::from_stream(stream)).await?;
             bar.finish_and_clear();
             if json {
                 print_json(&done);
@@ -505,7 +498,12 @@ async fn snapshot(profile: Option<&str>, json: bool, cmd: SnapshotCmd) -> anyhow
         }
         SnapshotCmd::Rm { snapshot } => {
             let c = client(profile)?;
-            let id = match c.list_snapshots().await?.into_iter().find(|s| s.name == snapshot || s.id == snapshot) {
+            let id = match c
+                .list_snapshots()
+                .await?
+                .into_iter()
+                .find(|s| s.name == snapshot || s.id.to_string() == snapshot)
+            {
                 Some(s) => s.id,
                 None => anyhow::bail!("not_found: no snapshot named {snapshot:?}"),
             };
@@ -530,10 +528,6 @@ fn tokio_util_reader(file: tokio::fs::File) -> impl futures::Stream<Item = std::
             Err(e) => Some((Err(e), f)),
         }
     })
-}
-
-fn reqwest_body(s: impl futures::Stream<Item = std::io::Result<Vec<u8>>> + Send + Sync + 'static) -> boxyard::Body {
-    boxyard::Body::wrap_stream(s)
 }
 
 #[tokio::main]

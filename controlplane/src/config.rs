@@ -2,39 +2,8 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
-use utoipa::ToSchema;
-
-/// An org's limits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, ToSchema, sqlx::FromRow)]
-#[serde(deny_unknown_fields)]
-pub struct Quota {
-    /// Boxes that are not stopped (pending, starting, running, stopping).
-    pub max_boxes: i32,
-    /// Sum of the vCPUs of those boxes.
-    pub max_vcpus: i32,
-    /// Sum of their memory, MiB.
-    pub max_memory_mib: i64,
-    /// Largest box: vCPUs.
-    pub max_box_vcpus: i32,
-    /// Largest box: memory, MiB.
-    pub max_box_memory_mib: i64,
-    /// Largest box: writable disk, MiB.
-    pub max_box_disk_mib: i64,
-}
-
-impl Default for Quota {
-    fn default() -> Self {
-        Quota {
-            max_boxes: 20,
-            max_vcpus: 32,
-            max_memory_mib: 64 * 1024,
-            max_box_vcpus: 8,
-            max_box_memory_mib: 16 * 1024,
-            max_box_disk_mib: 64 * 1024,
-        }
-    }
-}
+/// An org's limits (defined by the API contract; its `Default` is the platform's default quota).
+pub use boxyard_api::Quota;
 
 #[derive(Debug, Clone)]
 pub struct Config {

@@ -1,22 +1,13 @@
 //! The API's error type: every failure a client sees is a status, a stable machine-readable `code`, a message that
-//! says what to do, and `retry_after` (seconds) where waiting helps.
+//! says what to do, and `retry_after` (seconds) where waiting helps. The codes are the API contract's
+//! (`boxyard_api::error::codes`, the list docs/api.md documents).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
-use utoipa::ToSchema;
+use boxyard_api::error::codes;
 
-/// The JSON body of every error response.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// Stable identifier, e.g. `not_found`, `quota_exceeded`, `no_capacity`.
-    pub code: String,
-    /// What went wrong and what to do about it.
-    pub message: String,
-    /// Seconds after which a retry may succeed.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub retry_after: Option<u64>,
-}
+/// The JSON body of every error response (defined by the API contract, with the list of codes).
+pub use boxyard_api::ErrorBody;
 
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -50,12 +41,12 @@ impl ApiError {
     }
 
     pub fn invalid(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "invalid_request", message)
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, codes::INVALID_REQUEST, message)
     }
 
     /// The object does not exist, or belongs to another org (never 403: existence is not disclosed).
     pub fn not_found(what: &str, id: impl std::fmt::Display) -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{what} {id} does not exist"))
+        Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("{what} {id} does not exist"))
     }
 
     pub fn conflict(code: &str, message: impl Into<String>) -> Self {
@@ -63,11 +54,11 @@ impl ApiError {
     }
 
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", message)
+        Self::new(StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+        Self::new(StatusCode::FORBIDDEN, codes::FORBIDDEN, message)
     }
 
     pub fn unavailable(code: &str, message: impl Into<String>) -> Self {
@@ -75,7 +66,7 @@ impl ApiError {
     }
 
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, message)
     }
 }
 
@@ -108,16 +99,16 @@ impl From<sqlx::Error> for ApiError {
         match &e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
                 ApiError::unavailable(
-                    "database_unavailable",
+                    codes::DATABASE_UNAVAILABLE,
                     format!("the database is unreachable ({e}); retry shortly"),
                 )
             }
             sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-                ApiError::conflict("already_exists", format!("an object with the same unique name exists ({db})"))
+                ApiError::conflict(codes::ALREADY_EXISTS, format!("an object with the same unique name exists ({db})"))
             }
             sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
                 ApiError::unavailable(
-                    "database_unavailable",
+                    codes::DATABASE_UNAVAILABLE,
                     format!("the database is restarting ({e}); retry shortly"),
                 )
             }
@@ -133,16 +124,18 @@ impl From<tonic::Status> for ApiError {
         let msg = s.message().to_string();
         match s.code() {
             Code::InvalidArgument | Code::OutOfRange => ApiError::invalid(msg),
-            Code::NotFound => ApiError::new(StatusCode::NOT_FOUND, "not_found", msg),
-            Code::AlreadyExists => ApiError::conflict("already_exists", msg),
-            Code::FailedPrecondition => ApiError::conflict("failed_precondition", msg),
-            Code::ResourceExhausted => ApiError::new(StatusCode::TOO_MANY_REQUESTS, "runner_busy", msg).retry_after(1),
-            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
-                ApiError::unavailable("runner_unavailable", format!("the box's runner is unreachable: {msg}"))
+            Code::NotFound => ApiError::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, msg),
+            Code::AlreadyExists => ApiError::conflict(codes::ALREADY_EXISTS, msg),
+            Code::FailedPrecondition => ApiError::conflict(codes::FAILED_PRECONDITION, msg),
+            Code::ResourceExhausted => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, codes::RUNNER_BUSY, msg).retry_after(1)
             }
-            Code::Unimplemented => ApiError::new(StatusCode::NOT_IMPLEMENTED, "not_implemented", msg),
-            Code::DataLoss => ApiError::new(StatusCode::BAD_GATEWAY, "snapshot_corrupt", msg),
-            _ => ApiError::new(StatusCode::BAD_GATEWAY, "runner_error", format!("the runner failed: {msg}")),
+            Code::Unavailable | Code::DeadlineExceeded | Code::Cancelled => {
+                ApiError::unavailable(codes::RUNNER_UNAVAILABLE, format!("the box's runner is unreachable: {msg}"))
+            }
+            Code::Unimplemented => ApiError::new(StatusCode::NOT_IMPLEMENTED, codes::NOT_IMPLEMENTED, msg),
+            Code::DataLoss => ApiError::new(StatusCode::BAD_GATEWAY, codes::SNAPSHOT_CORRUPT, msg),
+            _ => ApiError::new(StatusCode::BAD_GATEWAY, codes::RUNNER_ERROR, format!("the runner failed: {msg}")),
         }
     }
 }

@@ -86,7 +86,7 @@ async fn an_attach_through_a_cutting_proxy_yields_exactly_the_bytes_and_the_exit
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(200),
     });
-    let mut attach = via_proxy.attach(&b.id, &x.id, 0);
+    let mut attach = via_proxy.attach(b.id, x.id, 0);
     let (mut stdout, mut stderr, mut exit) = (Vec::new(), Vec::new(), None);
     while let Some(ev) = attach.next().await {
         match ev.unwrap() {
@@ -139,7 +139,7 @@ async fn stdin_through_a_cutting_proxy_arrives_exactly_once() {
     });
     let input: Vec<u8> = (0..3_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let mut chunks = input.chunks(20 * 1024);
-    let mut attach = via_proxy.attach(&b.id, &x.id, 0);
+    let mut attach = via_proxy.attach(b.id, x.id, 0);
     attach.open().await.unwrap();
     let (mut stdout, mut stderr, mut exit, mut closed) = (Vec::new(), Vec::new(), None, false);
     loop {
@@ -183,7 +183,7 @@ async fn writing_everything_before_reading_does_not_wedge_the_attach() {
     req.stdin = true;
     let x = c.exec(&b.id, &req).await.unwrap();
     let input: Vec<u8> = (0..24_000_000u32).map(|i| (i.wrapping_mul(2_246_822_519) >> 11) as u8).collect();
-    let mut attach = c.attach(&b.id, &x.id, 0);
+    let mut attach = c.attach(b.id, x.id, 0);
     let write_all = async {
         for chunk in input.chunks(256 * 1024) {
             attach.send_stdin(chunk).await.unwrap();
@@ -217,7 +217,7 @@ async fn attach_errors_reach_the_client_with_their_code() {
     let c = Client::new(&s.cp.api, &api.key).unwrap();
     let b = c.create_box(&CreateBox::default()).await.unwrap();
     let x = c.exec(&b.id, &ExecRequest::new(["sleep", "30"])).await.unwrap();
-    let mut attach = c.attach(&b.id, &x.id, 0);
+    let mut attach = c.attach(b.id, x.id, 0);
     attach.send_stdin(b"not wanted").await.unwrap();
     let err = match tokio::time::timeout(Duration::from_secs(30), attach.next()).await.expect("no answer") {
         Some(Ok(ev)) => panic!("unexpected event {ev:?}"),
@@ -230,7 +230,7 @@ async fn attach_errors_reach_the_client_with_their_code() {
     let mut req = ExecRequest::new(["cat"]);
     req.stdin = true;
     let x = c.exec(&b.id, &req).await.unwrap();
-    let mut attach = c.attach(&b.id, &x.id, 0);
+    let mut attach = c.attach(b.id, x.id, 0);
     attach.send_stdin(b"last words\n").await.unwrap();
     attach.close_stdin().await.unwrap();
     assert!(attach.send_stdin(b"more").await.is_err(), "input after close_stdin must be refused");

@@ -20,8 +20,11 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+pub use boxyard_api::attach::OutputStream;
+use boxyard_api::attach::{ClientMessage, OutputFrame, STDIN_OFFSET_HEADER, ServerMessage};
+
 use crate::error::{Error, Result};
-use crate::types::{ExitResult, TtySize};
+use crate::types::{ExitResult, TtySize, codes};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -57,20 +60,25 @@ impl Conn {
     }
 }
 
-/// Which output stream bytes came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputStream {
-    Stdout,
-    Stderr,
-}
-
 /// One thing an attach yields.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
     /// Output bytes starting at `cursor`.
-    Output { stream: OutputStream, cursor: u64, data: bytes::Bytes },
+    Output {
+        /// Where the bytes came from.
+        stream: OutputStream,
+        /// The cursor of the first byte.
+        cursor: u64,
+        /// The bytes.
+        data: bytes::Bytes,
+    },
     /// Output in `[from, to)` was dropped by the runner's retention before it could be read.
-    Gap { from: u64, to: u64 },
+    Gap {
+        /// The first cursor missing.
+        from: u64,
+        /// Where output resumes.
+        to: u64,
+    },
     /// The execution finished; every output byte was delivered before this.
     Exit(ExitResult),
 }
@@ -80,7 +88,9 @@ pub enum Event {
 pub struct Retry {
     /// Consecutive failed reconnections before giving up.
     pub max_retries: u32,
+    /// The wait before the first reconnection; it doubles with every failure.
     pub initial_backoff: Duration,
+    /// The longest wait between reconnections.
     pub max_backoff: Duration,
 }
 
@@ -193,14 +203,19 @@ impl StdinBuffer {
 /// Tells the server where the next stdin frame goes. Sent before every input frame, so that each frame's place is
 /// explicit whatever was cut or cancelled before it.
 fn declare(offset: u64) -> Message {
-    Message::Text(serde_json::json!({"type": "stdin_offset", "offset": offset}).to_string().into())
+    text(ClientMessage::StdinOffset { offset })
+}
+
+/// The text frame of a client message.
+fn text(m: ClientMessage) -> Message {
+    Message::Text(m.encode().into())
 }
 
 /// Largest frame of input: a connection that breaks again has still moved input forward.
 const INPUT_FRAME: usize = 64 * 1024;
 
 fn eof_message() -> Message {
-    Message::Text(r#"{"type":"stdin_eof"}"#.into())
+    text(ClientMessage::StdinEof)
 }
 
 impl Attach {
@@ -234,22 +249,22 @@ impl Attach {
         req.headers_mut().insert("authorization", auth);
         match tokio_tungstenite::connect_async(req).await {
             Ok((ws, resp)) => {
-                let stdin_offset = resp
-                    .headers()
-                    .get("x-boxyard-stdin-offset")
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(|v| v.parse().ok());
+                let stdin_offset =
+                    resp.headers().get(STDIN_OFFSET_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
                 Ok((Conn::new(ws), stdin_offset))
             }
             Err(tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();
-                let body: serde_json::Value =
-                    resp.body().as_ref().and_then(|b| serde_json::from_slice(b).ok()).unwrap_or_default();
-                let e = Error::Api {
-                    status,
-                    code: body["code"].as_str().unwrap_or("http_error").to_string(),
-                    message: body["message"].as_str().unwrap_or("the attach was refused").to_string(),
-                    retry_after: body["retry_after"].as_u64(),
+                let e = match resp.body().as_deref().map(Error::from_response_body) {
+                    Some(Some(b)) => {
+                        Error::Api { status, code: b.code, message: b.message, retry_after: b.retry_after }
+                    }
+                    _ => Error::Api {
+                        status,
+                        code: "http_error".into(),
+                        message: "the attach was refused".into(),
+                        retry_after: None,
+                    },
                 };
                 // 5xx and 429 may pass; the rest will not.
                 Err((status >= 500 || status == 429, e))
@@ -346,20 +361,15 @@ impl Attach {
             };
             match received {
                 Some(Ok(Message::Binary(b))) => {
-                    if b.len() < 9 {
-                        self.done = true;
-                        return Some(Err(Error::Protocol("short output frame".into())));
-                    }
-                    let cursor = u64::from_be_bytes(b[1..9].try_into().expect("8 bytes"));
-                    let stream = match b[0] {
-                        1 => OutputStream::Stdout,
-                        2 => OutputStream::Stderr,
-                        s => {
+                    let frame = match OutputFrame::decode(b) {
+                        Ok(f) => f,
+                        Err(e) => {
                             self.done = true;
-                            return Some(Err(Error::Protocol(format!("unknown stream id {s}"))));
+                            return Some(Err(Error::Protocol(e.to_string())));
                         }
                     };
-                    let mut data = b.slice(9..);
+                    let (stream, mut data) = (frame.stream, frame.data);
+                    let cursor = frame.cursor;
                     // Resuming never duplicates: drop anything before the cursor already handed out.
                     if cursor + (data.len() as u64) <= self.cursor {
                         continue;
@@ -380,60 +390,46 @@ impl Attach {
                     self.failures = 0;
                     return Some(Ok(Event::Output { stream, cursor, data }));
                 }
-                Some(Ok(Message::Text(t))) => {
-                    let v: serde_json::Value = match serde_json::from_str(t.as_str()) {
-                        Ok(v) => v,
-                        Err(e) => return Some(Err(Error::Protocol(format!("bad text frame: {e}")))),
-                    };
-                    match v["type"].as_str() {
-                        Some("gap") => {
-                            let (from, to) = (v["from"].as_u64().unwrap_or(0), v["to"].as_u64().unwrap_or(0));
-                            if to <= self.cursor {
-                                continue;
-                            }
-                            self.cursor = to;
-                            return Some(Ok(Event::Gap { from, to }));
-                        }
-                        Some("stdin_offset") => {
-                            if let Some(n) = v["offset"].as_u64() {
-                                let before = self.stdin.base;
-                                self.stdin.ack(n);
-                                if self.stdin.base > before {
-                                    // Input got through: progress, like output.
-                                    self.failures = 0;
-                                }
-                            }
+                Some(Ok(Message::Text(t))) => match ServerMessage::decode(t.as_str()) {
+                    Err(e) => return Some(Err(Error::Protocol(e.to_string()))),
+                    Ok(ServerMessage::Gap { from, to }) => {
+                        if to <= self.cursor {
                             continue;
                         }
-                        Some("exit") => {
-                            self.done = true;
-                            let exit: ExitResult = match serde_json::from_value(v) {
-                                Ok(x) => x,
-                                Err(e) => return Some(Err(Error::Protocol(format!("bad exit message: {e}")))),
-                            };
-                            // Closed in the background: this future may be dropped (a `select!`) once it has
-                            // the exit in hand, and the exit must not be lost with it.
-                            // Dropping the connection lets its writer close it.
-                            self.ws = None;
-                            return Some(Ok(Event::Exit(exit)));
-                        }
-                        Some("error") => {
-                            let code = v["code"].as_str().unwrap_or("").to_string();
-                            let message = v["message"].as_str().unwrap_or("").to_string();
-                            if code == "runner_unavailable" || code == "runner_closed" {
-                                // The runner went away: resume from the cursor.
-                                self.drop_connection(format!("{code}: {message}"));
-                                continue;
-                            }
-                            if code == "invalid_message" {
-                                continue;
-                            }
-                            self.done = true;
-                            return Some(Err(Error::Api { status: 0, code, message, retry_after: None }));
-                        }
-                        _ => continue,
+                        self.cursor = to;
+                        return Some(Ok(Event::Gap { from, to }));
                     }
-                }
+                    Ok(ServerMessage::StdinOffset { offset }) => {
+                        let before = self.stdin.base;
+                        self.stdin.ack(offset);
+                        if self.stdin.base > before {
+                            // Input got through: progress, like output.
+                            self.failures = 0;
+                        }
+                        continue;
+                    }
+                    Ok(ServerMessage::Exit(exit)) => {
+                        self.done = true;
+                        // Closed in the background: this future may be dropped (a `select!`) once it has the exit
+                        // in hand, and the exit must not be lost with it.
+                        // Dropping the connection lets its writer close it.
+                        self.ws = None;
+                        return Some(Ok(Event::Exit(exit)));
+                    }
+                    Ok(ServerMessage::Error { code, message }) => {
+                        if code == codes::RUNNER_UNAVAILABLE || code == codes::RUNNER_CLOSED {
+                            // The runner went away: resume from the cursor.
+                            self.drop_connection(format!("{code}: {message}"));
+                            continue;
+                        }
+                        if code == codes::INVALID_MESSAGE {
+                            continue;
+                        }
+                        self.done = true;
+                        return Some(Err(Error::Api { status: 0, code, message, retry_after: None }));
+                    }
+                    Ok(_) => continue,
+                },
                 Some(Ok(Message::Close(_))) | None | Some(Err(_)) => {
                     // Cut: resume from the cursor.
                     self.drop_connection("the connection closed before the exit message".into());
@@ -531,8 +527,7 @@ impl Attach {
 
     /// Resizes the execution's terminal (connects first if needed).
     pub async fn resize(&mut self, size: TtySize) -> Result<()> {
-        let m = serde_json::json!({"type": "resize", "rows": size.rows, "cols": size.cols}).to_string();
-        self.send_command(Message::Text(m.into())).await
+        self.send_command(text(ClientMessage::Resize { rows: size.rows, cols: size.cols })).await
     }
 
     /// Sends a command on a live connection: connects if needed, and once more if the connection turns out to
@@ -549,7 +544,6 @@ impl Attach {
 
     /// Sends a signal ("INT", "SIGTERM", a number) to the execution's process group (connects first if needed).
     pub async fn signal(&mut self, signal: &str) -> Result<()> {
-        let m = serde_json::json!({"type": "signal", "signal": signal}).to_string();
-        self.send_command(Message::Text(m.into())).await
+        self.send_command(text(ClientMessage::Signal { signal: signal.to_string() })).await
     }
 }

@@ -2,6 +2,9 @@
 //! and WebSocket attaches that resume from their last cursor when the connection drops, so a caller never sees lost
 //! or duplicated output.
 //!
+//! The request and response types are those of the API contract crate `boxyard-api`, shared with the control
+//! plane (re-exported here, see [`types`]); nothing of the HTTP client the SDK uses appears in its interface.
+//!
 //! ```no_run
 //! # async fn demo() -> boxyard::Result<()> {
 //! use boxyard::{Client, CreateBox, ExecRequest};
@@ -31,12 +34,15 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod attach;
+mod body;
 mod client;
 mod error;
 pub mod types;
 
+pub use body::Body;
 pub use client::Client;
 pub use error::{Error, Result};
-pub use reqwest::{Body, Method};
 pub use types::*;

@@ -7,30 +7,13 @@
 //! the epoch with debugfs). Ownership and modes come from the tree. The same tree gives the same bytes, so the
 //! same digest.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::{Deserialize, Serialize};
-
-/// How executions run by default in boxes booted from a snapshot (an execution's own settings win).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Metadata {
-    /// The default command (argv), used when an execution gives none. Empty: none.
-    #[serde(default)]
-    pub cmd: Vec<String>,
-    /// Environment for every execution.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Default working directory.
-    #[serde(default)]
-    pub working_dir: Option<String>,
-    /// Default user (a name in the image, a uid, or uid:gid).
-    #[serde(default)]
-    pub user: Option<String>,
-}
+/// How executions run by default in boxes booted from a snapshot: the API contract's `SnapshotMetadata` (one
+/// definition for the builder, the API and the runners).
+pub use boxyard_api::SnapshotMetadata as Metadata;
 
 /// A built image.
 #[derive(Debug, Clone, PartialEq, Eq)]

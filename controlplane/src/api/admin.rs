@@ -371,13 +371,6 @@ pub async fn revoke_join_token(
     Ok(axum::Json(row.into()))
 }
 
-#[derive(serde::Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct AuditParams {
-    /// Newest entries first; at most this many (1..=1000, default 100).
-    pub limit: Option<i64>,
-}
-
 /// The audit log of admin actions, newest first.
 #[utoipa::path(get, path = "/v1/admin/audit", tag = "admin", params(AuditParams),
     responses((status = 200, body = AuditList), (status = 403, body = ErrorBody)))]

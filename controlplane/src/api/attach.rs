@@ -19,9 +19,9 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Path, State};
 use axum::response::Response;
+use boxyard_api::attach::{ClientMessage, ExitResult, OutputStream, ServerMessage, encode_output};
+use boxyard_api::error::codes;
 use boxyard_proto::runner as pb;
-use serde::Deserialize;
-use serde_json::json;
 use tokio::sync::mpsc;
 use tonic::Streaming;
 use uuid::Uuid;
@@ -38,17 +38,8 @@ const PING_EVERY: Duration = Duration::from_secs(20);
 /// Attach activity is recorded on the box this often (postpones auto-stop).
 const TOUCH_EVERY: Duration = Duration::from_secs(30);
 
-#[derive(Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
-enum ClientMessage {
-    Resize { rows: u32, cols: u32 },
-    Signal { signal: String },
-    StdinEof,
-    StdinOffset { offset: u64 },
-}
-
 /// The response header that carries where stdin stands when the attach opens.
-pub const STDIN_OFFSET_HEADER: &str = "x-boxyard-stdin-offset";
+pub use boxyard_api::attach::STDIN_OFFSET_HEADER;
 
 /// Attach to an execution (WebSocket).
 ///
@@ -87,8 +78,14 @@ pub async fn attach(
     Ok(resp)
 }
 
-fn text(v: serde_json::Value) -> Message {
-    Message::Text(v.to_string().into())
+/// The text frame of a server message.
+fn text(m: ServerMessage) -> Message {
+    Message::Text(m.encode().into())
+}
+
+/// An `error` message.
+fn error_message(code: &str, message: impl Into<String>) -> Message {
+    text(ServerMessage::Error { code: code.into(), message: message.into() })
 }
 
 fn exit_message(r: &pb::ExecutionResult) -> Message {
@@ -97,24 +94,20 @@ fn exit_message(r: &pb::ExecutionResult) -> Message {
         Some(pb::execution_result::Outcome::Signal(s)) => (None, Some(s.clone())),
         None => (None, None),
     };
-    text(json!({
-        "type": "exit",
-        "exit_code": exit_code,
-        "signal": signal,
-        "timed_out": r.timed_out,
-        "killed": r.killed,
-        "error": if r.error.is_empty() { None } else { Some(&r.error) },
-        "output_end": r.output_end,
+    text(ServerMessage::Exit(ExitResult {
+        exit_code,
+        signal,
+        timed_out: r.timed_out,
+        killed: r.killed,
+        error: if r.error.is_empty() { None } else { Some(r.error.clone()) },
+        output_end: r.output_end,
     }))
 }
 
-/// Encodes an output record as a binary frame.
-pub fn output_frame(o: &pb::OutputRecord) -> Message {
-    let mut buf = Vec::with_capacity(9 + o.data.len());
-    buf.push(o.stream as u8);
-    buf.extend_from_slice(&o.cursor.to_be_bytes());
-    buf.extend_from_slice(&o.data);
-    Message::Binary(buf.into())
+/// Encodes an output record as a binary frame; None for a record of a stream the API does not know (a runner bug).
+pub fn output_frame(o: &pb::OutputRecord) -> Option<Message> {
+    let stream = OutputStream::from_id(u8::try_from(o.stream).ok()?)?;
+    Some(Message::Binary(encode_output(stream, o.cursor, &o.data).into()))
 }
 
 async fn bridge(
@@ -139,9 +132,15 @@ async fn bridge(
         let msg = tokio::select! {
             ev = events.message() => match ev {
                 Ok(Some(pb::AttachEvent { event: Some(e) })) => match e {
-                    pb::attach_event::Event::Output(o) => output_frame(&o),
-                    pb::attach_event::Event::Gap(g) => text(json!({"type": "gap", "from": g.from, "to": g.to})),
-                    pb::attach_event::Event::StdinOffset(n) => text(json!({"type": "stdin_offset", "offset": n})),
+                    pb::attach_event::Event::Output(o) => match output_frame(&o) {
+                        Some(m) => m,
+                        None => {
+                            tracing::warn!(stream = o.stream, "the runner sent output of an unknown stream; dropped");
+                            continue;
+                        }
+                    },
+                    pb::attach_event::Event::Gap(g) => text(ServerMessage::Gap { from: g.from, to: g.to }),
+                    pb::attach_event::Event::StdinOffset(n) => text(ServerMessage::StdinOffset { offset: n }),
                     pb::attach_event::Event::Exit(r) => {
                         let _ = sink.send(exit_message(&r)).await;
                         let _ = sink.send(Message::Close(Some(CloseFrame { code: 1000, reason: "exited".into() }))).await;
@@ -151,8 +150,8 @@ async fn bridge(
                 },
                 Ok(Some(_)) => continue,
                 Ok(None) => {
-                    let _ = sink.send(text(json!({"type": "error", "code": "runner_closed",
-                        "message": "the runner ended the stream without a result; reconnect with your last cursor"}))).await;
+                    let _ = sink.send(error_message(codes::RUNNER_CLOSED,
+                        "the runner ended the stream without a result; reconnect with your last cursor")).await;
                     let _ = sink.send(Message::Close(Some(CloseFrame { code: 1011, reason: "runner closed".into() }))).await;
                     break;
                 }
@@ -166,7 +165,7 @@ async fn bridge(
                         ),
                         _ => ApiError::from(s),
                     };
-                    let _ = sink.send(text(json!({"type": "error", "code": e.code(), "message": e.body.message}))).await;
+                    let _ = sink.send(error_message(e.code(), e.body.message.clone())).await;
                     let _ = sink.send(Message::Close(Some(CloseFrame { code: 1011, reason: "runner error".into() }))).await;
                     break;
                 }
@@ -223,7 +222,7 @@ async fn forward_input(
                 }
                 pb::attach_request::Msg::Stdin(pb::StdinData { data: data.to_vec(), eof: false, offset })
             }
-            Ok(Message::Text(t)) => match serde_json::from_str::<ClientMessage>(t.as_str()) {
+            Ok(Message::Text(t)) => match ClientMessage::decode(t.as_str()) {
                 Ok(ClientMessage::Resize { rows, cols }) => pb::attach_request::Msg::Resize(pb::Tty { rows, cols }),
                 Ok(ClientMessage::Signal { signal }) => pb::attach_request::Msg::Signal(signal),
                 Ok(ClientMessage::StdinEof) => {
@@ -234,9 +233,7 @@ async fn forward_input(
                     continue;
                 }
                 Err(e) => {
-                    let note = text(
-                        json!({"type": "error", "code": "invalid_message", "message": format!("unknown client message: {e}")}),
-                    );
+                    let note = error_message(codes::INVALID_MESSAGE, format!("unknown client message: {e}"));
                     // Best effort: a client that does not read is not waited for.
                     let _ = notes.try_send(note);
                     continue;

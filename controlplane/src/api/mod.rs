@@ -4,7 +4,8 @@
 //! - [`boxes`]: box lifecycle; [`executions`]: commands, signals, files; [`attach`]: the WebSocket bridge;
 //! - [`keys`]: org keys, `/v1/me`, `/v1/config`; [`admin`]: platform administration;
 //! - [`extract`]: extractors whose rejections are JSON errors; [`idempotency`]: `Idempotency-Key`;
-//! - [`model`]: request and response bodies.
+//! - [`model`]: the request and response bodies (those of the contract crate `boxyard-api`) and the conversions
+//!   from rows to them.
 
 pub mod admin;
 pub mod attach;

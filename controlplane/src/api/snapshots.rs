@@ -3,59 +3,16 @@
 use axum::body::Body as HttpBody;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+pub use boxyard_api::{CreateSnapshot, ExistingObject, SnapshotList, SnapshotView};
 use futures::StreamExt;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::extract::{Body, id};
 use crate::auth::{Principal, Role};
 use crate::db::audit;
 use crate::error::{ApiError, ApiResult, ErrorBody};
-use crate::snapshots::{self, SnapshotMetadata, SnapshotRow};
+use crate::snapshots::{self, SnapshotRow};
 use crate::state::AppState;
-
-/// `POST /v1/snapshots`.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct CreateSnapshot {
-    /// Unique in the org: [a-z0-9][a-z0-9._-]*, at most 63 bytes.
-    pub name: String,
-    /// Publish to every org (platform admins only).
-    #[serde(default)]
-    pub public: bool,
-    #[serde(default)]
-    pub metadata: SnapshotMetadata,
-    /// Register an image already in the bucket instead of uploading one: it is checked against `digest`.
-    pub source: Option<ExistingObject>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ExistingObject {
-    /// Object key in the snapshot bucket.
-    pub key: String,
-    /// Expected `sha256:<hex>` of the object.
-    pub digest: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SnapshotView {
-    pub id: Uuid,
-    pub name: String,
-    /// Null for snapshots published to every org.
-    pub org_id: Option<Uuid>,
-    /// uploading, verifying, active or failed.
-    pub state: String,
-    /// Why it failed.
-    pub reason: Option<String>,
-    /// `sha256:<hex>` of the image, once stored.
-    pub digest: Option<String>,
-    pub size_bytes: Option<i64>,
-    pub metadata: SnapshotMetadata,
-    pub created_at: chrono::DateTime<chrono::Utc>,
-    pub updated_at: chrono::DateTime<chrono::Utc>,
-}
 
 impl From<SnapshotRow> for SnapshotView {
     fn from(s: SnapshotRow) -> Self {
@@ -72,11 +29,6 @@ impl From<SnapshotRow> for SnapshotView {
             updated_at: s.updated_at,
         }
     }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SnapshotList {
-    pub items: Vec<SnapshotView>,
 }
 
 fn valid_name(n: &str) -> bool {

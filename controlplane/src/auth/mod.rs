@@ -7,44 +7,14 @@
 
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::ApiError;
 use crate::state::AppState;
 
-/// What a key may do. Ordered: each role includes the ones before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Uses the org's boxes.
-    Member,
-    /// Also manages the org's keys (and, later, snapshots).
-    Admin,
-    /// Also manages orgs, quotas, runners and join tokens.
-    PlatformAdmin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Member => "member",
-            Role::Admin => "admin",
-            Role::PlatformAdmin => "platform_admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Role> {
-        match s {
-            "member" => Some(Role::Member),
-            "admin" => Some(Role::Admin),
-            "platform_admin" => Some(Role::PlatformAdmin),
-            _ => None,
-        }
-    }
-}
+/// What a key may do (defined by the API contract).
+pub use boxyard_api::Role;
 
 /// A freshly generated secret: the whole value (shown once), its public prefix and its hash.
 pub struct Secret {

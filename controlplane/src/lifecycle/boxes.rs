@@ -8,7 +8,7 @@ use axum::http::StatusCode;
 use boxyard_proto::runner as pb;
 use uuid::Uuid;
 
-use super::machine::{self, BoxState, DesiredState};
+use super::machine::{BoxState, DesiredState};
 use crate::error::{ApiError, ApiResult};
 use crate::runners::{request, within};
 use crate::scheduler::{self, Demand, ScheduleError};
@@ -524,9 +524,4 @@ pub async fn touch(st: &AppState, id: Uuid) {
     if let Err(e) = store::touch(&st.db, &[id]).await {
         tracing::debug!(box_id = %id, "cannot record activity: {e}");
     }
-}
-
-/// Our state for a runner state (one name for every runner state, shared with reconciliation).
-pub fn state_of(s: pb::BoxState) -> BoxState {
-    machine::from_runner(s)
 }

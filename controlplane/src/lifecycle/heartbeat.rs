@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet};
 use boxyard_proto::runner as rpb;
 use uuid::Uuid;
 
-use super::machine;
+use super::machine::{self, BoxRules};
 use super::observe::{self, Decision, Known, Report};
 use crate::error::ApiResult;
 use crate::state::AppState;

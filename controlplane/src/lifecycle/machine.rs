@@ -14,74 +14,38 @@
 //! state may become any state a runner reports, provided the report is newer than the last one applied (see
 //! [`super::observe`]).
 
-use std::fmt;
-use std::str::FromStr;
+pub use boxyard_api::state::{BoxState, DesiredState, ExecutionState, UnknownState};
 
-/// Where a box is in its life, as the control plane records it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum BoxState {
-    /// Accepted, not yet on a runner.
-    Pending,
-    /// Reserved on a runner, booting.
-    Starting,
-    /// Its VM runs.
-    Running,
-    /// Powering off.
-    Stopping,
-    /// Powered off; its disk stays on its runner.
-    Stopped,
-    /// Placement or boot failed (see the reason).
-    Error,
-    /// Its runner disappeared or no longer has it.
-    Lost,
+/// The box state machine's rules, on the contract's [`BoxState`].
+pub trait BoxRules: Copy {
+    /// States in which a box counts against its org's quota.
+    fn counts_against_quota(self) -> bool;
+    /// States in which a box holds a reservation on its runner.
+    fn holds_reservation(self) -> bool;
+    /// Whether a runner's report may set this state (the runner owns the truth about placed boxes; a placement in
+    /// flight owns its box until it finishes).
+    fn accepts_reports(self) -> bool;
+    /// The table of legal transitions. Same-state writes (a new reason, a released reservation) are not
+    /// transitions and always allowed.
+    fn can_become(self, to: BoxState) -> bool;
 }
 
-impl BoxState {
-    /// Every state, in life order.
-    pub const ALL: [BoxState; 7] = [
-        BoxState::Pending,
-        BoxState::Starting,
-        BoxState::Running,
-        BoxState::Stopping,
-        BoxState::Stopped,
-        BoxState::Error,
-        BoxState::Lost,
-    ];
-
-    /// The wire and database name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            BoxState::Pending => "pending",
-            BoxState::Starting => "starting",
-            BoxState::Running => "running",
-            BoxState::Stopping => "stopping",
-            BoxState::Stopped => "stopped",
-            BoxState::Error => "error",
-            BoxState::Lost => "lost",
-        }
-    }
-
-    /// States in which a box counts against its org's quota.
-    pub const fn is_active(self) -> bool {
+impl BoxRules for BoxState {
+    fn counts_against_quota(self) -> bool {
         matches!(self, BoxState::Pending | BoxState::Starting | BoxState::Running | BoxState::Stopping)
     }
 
-    /// States in which a box holds a reservation on its runner.
-    pub const fn holds_reservation(self) -> bool {
+    fn holds_reservation(self) -> bool {
         matches!(self, BoxState::Starting | BoxState::Running | BoxState::Stopping)
     }
 
-    /// Whether a runner's report may set this state (the runner owns the truth about placed boxes; a placement in
-    /// flight owns its box until it finishes).
-    pub const fn accepts_reports(self) -> bool {
+    fn accepts_reports(self) -> bool {
         !matches!(self, BoxState::Pending)
     }
 
-    /// The table of legal transitions. Same-state writes (a new reason, a released reservation) are not
-    /// transitions and always allowed.
-    pub const fn can_become(self, to: BoxState) -> bool {
+    fn can_become(self, to: BoxState) -> bool {
         use BoxState::*;
-        if self as u8 == to as u8 {
+        if self == to {
             return true;
         }
         match self {
@@ -102,158 +66,23 @@ impl BoxState {
     }
 }
 
-impl fmt::Display for BoxState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A state name that is not one of ours.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown {what} {name:?}; expected one of: {expected}")]
-pub struct UnknownState {
-    /// Which kind of state.
-    pub what: &'static str,
-    /// The name given.
-    pub name: String,
-    /// The names that exist, comma separated.
-    pub expected: String,
-}
-
-fn unknown<T: Copy>(what: &'static str, name: &str, all: &[T], f: fn(T) -> &'static str) -> UnknownState {
-    UnknownState { what, name: name.to_owned(), expected: all.iter().map(|s| f(*s)).collect::<Vec<_>>().join(", ") }
-}
-
-impl FromStr for BoxState {
-    type Err = UnknownState;
-    fn from_str(s: &str) -> Result<Self, UnknownState> {
-        BoxState::ALL
-            .into_iter()
-            .find(|x| x.as_str() == s)
-            .ok_or_else(|| unknown("box state", s, &BoxState::ALL, BoxState::as_str))
-    }
-}
-
-impl TryFrom<String> for BoxState {
-    type Error = UnknownState;
-    fn try_from(s: String) -> Result<Self, UnknownState> {
-        s.parse()
-    }
-}
-
-/// What the user asked a box to be.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum DesiredState {
-    /// Keep it running.
-    Running,
-    /// Keep it stopped (disk kept).
-    Stopped,
-    /// Gone; its runner destroys it.
-    Deleted,
-}
-
-impl DesiredState {
-    /// Every desired state.
-    pub const ALL: [DesiredState; 3] = [DesiredState::Running, DesiredState::Stopped, DesiredState::Deleted];
-
-    /// The wire and database name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            DesiredState::Running => "running",
-            DesiredState::Stopped => "stopped",
-            DesiredState::Deleted => "deleted",
-        }
-    }
-}
-
-impl fmt::Display for DesiredState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for DesiredState {
-    type Err = UnknownState;
-    fn from_str(s: &str) -> Result<Self, UnknownState> {
-        DesiredState::ALL
-            .into_iter()
-            .find(|x| x.as_str() == s)
-            .ok_or_else(|| unknown("desired state", s, &DesiredState::ALL, DesiredState::as_str))
-    }
-}
-
-impl TryFrom<String> for DesiredState {
-    type Error = UnknownState;
-    fn try_from(s: String) -> Result<Self, UnknownState> {
-        s.parse()
-    }
-}
-
-/// Where an execution is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ExecutionState {
-    /// Its process runs (as far as the control plane knows).
-    Running,
-    /// It ended; the result is recorded.
-    Finished,
-    /// Its box stopped, was deleted or lost before the runner could tell its result.
-    Lost,
-}
-
-impl ExecutionState {
-    /// Every execution state.
-    pub const ALL: [ExecutionState; 3] = [ExecutionState::Running, ExecutionState::Finished, ExecutionState::Lost];
-
-    /// The wire and database name.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            ExecutionState::Running => "running",
-            ExecutionState::Finished => "finished",
-            ExecutionState::Lost => "lost",
-        }
-    }
-
+/// The execution state machine's rules, on the contract's [`ExecutionState`].
+pub trait ExecutionRules: Copy {
     /// Legal execution transitions: running ends as finished or lost; a lost execution whose runner comes back
     /// with its result becomes finished; finished is final.
-    pub const fn can_become(self, to: ExecutionState) -> bool {
+    fn can_become(self, to: ExecutionState) -> bool;
+}
+
+impl ExecutionRules for ExecutionState {
+    fn can_become(self, to: ExecutionState) -> bool {
         use ExecutionState::*;
         matches!((self, to), (Running, Finished) | (Running, Lost) | (Lost, Finished))
     }
 }
 
-impl fmt::Display for ExecutionState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ExecutionState {
-    type Err = UnknownState;
-    fn from_str(s: &str) -> Result<Self, UnknownState> {
-        ExecutionState::ALL
-            .into_iter()
-            .find(|x| x.as_str() == s)
-            .ok_or_else(|| unknown("execution state", s, &ExecutionState::ALL, ExecutionState::as_str))
-    }
-}
-
-impl TryFrom<String> for ExecutionState {
-    type Error = UnknownState;
-    fn try_from(s: String) -> Result<Self, UnknownState> {
-        s.parse()
-    }
-}
-
-/// Our state for a state a runner reports.
+/// Our state for a state a runner reports (a runner's `failed` box is an `error` box).
 pub fn from_runner(s: boxyard_proto::runner::BoxState) -> BoxState {
-    use boxyard_proto::runner::BoxState as R;
-    match s {
-        R::Starting => BoxState::Starting,
-        R::Running => BoxState::Running,
-        R::Stopping => BoxState::Stopping,
-        R::Stopped => BoxState::Stopped,
-        R::Failed | R::Unspecified => BoxState::Error,
-    }
+    BoxState::from(s)
 }
 
 #[cfg(test)]
@@ -264,13 +93,14 @@ mod tests {
     #[test]
     fn names_round_trip() {
         for s in BoxState::ALL {
-            assert_eq!(s.as_str().parse::<BoxState>(), Ok(s));
+            assert_eq!(s.as_str().parse::<BoxState>(), Ok(*s));
+            assert_eq!(BoxState::try_from(s.as_str().to_string()), Ok(*s));
         }
         for s in DesiredState::ALL {
-            assert_eq!(s.as_str().parse::<DesiredState>(), Ok(s));
+            assert_eq!(s.as_str().parse::<DesiredState>(), Ok(*s));
         }
         for s in ExecutionState::ALL {
-            assert_eq!(s.as_str().parse::<ExecutionState>(), Ok(s));
+            assert_eq!(s.as_str().parse::<ExecutionState>(), Ok(*s));
         }
         let e = "failed".parse::<BoxState>().unwrap_err();
         assert!(e.to_string().contains("pending, starting, running, stopping, stopped, error, lost"), "{e}");
@@ -289,7 +119,7 @@ mod tests {
             (Lost, &[Starting, Running, Stopping, Stopped, Error, Lost]),
         ];
         for (from, tos) in legal {
-            for to in BoxState::ALL {
+            for to in BoxState::ALL.iter().copied() {
                 assert_eq!(from.can_become(to), tos.contains(&to), "{from} -> {to}");
             }
         }
@@ -304,14 +134,15 @@ mod tests {
 
     #[test]
     fn quota_and_reservation_states() {
-        let active: Vec<_> = BoxState::ALL.into_iter().filter(|s| s.is_active()).collect();
+        let active: Vec<_> = BoxState::ALL.iter().copied().filter(|s| s.counts_against_quota()).collect();
         assert_eq!(active, [Pending, Starting, Running, Stopping]);
-        let reserved: Vec<_> = BoxState::ALL.into_iter().filter(|s| s.holds_reservation()).collect();
+        let reserved: Vec<_> = BoxState::ALL.iter().copied().filter(|s| s.holds_reservation()).collect();
         assert_eq!(reserved, [Starting, Running, Stopping]);
     }
 
     #[test]
     fn execution_transitions() {
+        use super::ExecutionRules;
         use ExecutionState as E;
         assert!(E::Running.can_become(E::Finished));
         assert!(E::Running.can_become(E::Lost));

@@ -6,34 +6,17 @@
 //! Snapshots belong to an org; platform admins may publish snapshots to every org (`org_id` NULL). Another org's
 //! snapshot is invisible (404).
 
-use std::collections::BTreeMap;
-
 use axum::http::StatusCode;
 use boxyard_proto::runner as pb;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sqlx::types::Json;
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// How executions run by default in boxes booted from the snapshot.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct SnapshotMetadata {
-    /// Default command (argv) when an execution gives none.
-    #[serde(default)]
-    pub cmd: Vec<String>,
-    /// Environment of every execution (the box's and the execution's own env win).
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Default working directory.
-    pub working_dir: Option<String>,
-    /// Default user.
-    pub user: Option<String>,
-}
+/// How executions run by default in boxes booted from the snapshot (defined by the API contract).
+pub use boxyard_api::SnapshotMetadata;
 
 pub const SELECT_SNAPSHOT: &str = "SELECT id, org_id, name, state, reason, object_key, digest, size_bytes, metadata,
         created_at, updated_at FROM snapshots";

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use boxyard_api::attach::{ClientMessage, ExitResult, OutputFrame, OutputStream, ServerMessage};
+use boxyard_api::error::codes;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -504,17 +506,20 @@ pub struct Output {
 }
 
 impl Output {
-    fn frame(&mut self, data: &[u8]) {
-        assert!(data.len() >= 9, "short binary frame");
-        let cursor = u64::from_be_bytes(data[1..9].try_into().unwrap());
-        assert_eq!(cursor, self.next, "cursor discontinuity: expected {}, got {cursor}", self.next);
-        let payload = &data[9..];
-        match data[0] {
-            1 => self.stdout.extend_from_slice(payload),
-            2 => self.stderr.extend_from_slice(payload),
-            s => panic!("unknown stream id {s}"),
+    /// A binary frame, decoded with the API contract's codec.
+    fn frame(&mut self, data: bytes::Bytes) {
+        let f = OutputFrame::decode(data).unwrap_or_else(|e| panic!("bad binary frame: {e}"));
+        assert_eq!(f.cursor, self.next, "cursor discontinuity: expected {}, got {}", self.next, f.cursor);
+        match f.stream {
+            OutputStream::Stdout => self.stdout.extend_from_slice(&f.data),
+            OutputStream::Stderr => self.stderr.extend_from_slice(&f.data),
         }
-        self.next += payload.len() as u64;
+        self.next = f.end();
+    }
+
+    /// The `exit` message as JSON (what the tests look into).
+    fn exit(&mut self, x: ExitResult) {
+        self.exit = Some(serde_json::to_value(ServerMessage::Exit(x)).unwrap());
     }
 }
 
@@ -545,31 +550,31 @@ pub async fn attach(api: &Api, box_id: &str, eid: &str, out: &mut Output, cut_af
         };
         match m {
             Message::Binary(b) => {
-                out.frame(&b);
+                out.frame(b);
                 if cut_after.is_some_and(|n| out.next - start >= n) {
                     drop(ws);
                     return false;
                 }
             }
-            Message::Text(t) => {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                match v["type"].as_str() {
-                    Some("exit") => {
-                        out.exit = Some(v);
-                        let _ = ws.close(None).await;
-                        return true;
-                    }
-                    // The runner went away: resume from out.next.
-                    Some("error") if v["code"] == "runner_unavailable" || v["code"] == "runner_closed" => return false,
-                    Some("gap") => {
-                        let (f, t) = (v["from"].as_u64().unwrap(), v["to"].as_u64().unwrap());
-                        assert_eq!(f, out.next);
-                        out.gaps.push((f, t));
-                        out.next = t;
-                    }
-                    _ => panic!("unexpected attach message {v}"),
+            Message::Text(t) => match ServerMessage::decode(t.as_str()).unwrap() {
+                ServerMessage::Exit(x) => {
+                    out.exit(x);
+                    let _ = ws.close(None).await;
+                    return true;
                 }
-            }
+                // The runner went away: resume from out.next.
+                ServerMessage::Error { code, .. }
+                    if code == codes::RUNNER_UNAVAILABLE || code == codes::RUNNER_CLOSED =>
+                {
+                    return false;
+                }
+                ServerMessage::Gap { from, to } => {
+                    assert_eq!(from, out.next);
+                    out.gaps.push((from, to));
+                    out.next = to;
+                }
+                m => panic!("unexpected attach message {m:?}"),
+            },
             Message::Close(_) => return false,
             _ => {}
         }
@@ -583,15 +588,14 @@ pub async fn attach_with_stdin(api: &Api, box_id: &str, eid: &str, input: &[u8])
     req.headers_mut().insert("authorization", format!("Bearer {}", api.key).parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.expect("attach handshake");
     ws.send(Message::Binary(input.to_vec().into())).await.unwrap();
-    ws.send(Message::Text(json!({"type": "stdin_eof"}).to_string().into())).await.unwrap();
+    ws.send(Message::Text(ClientMessage::StdinEof.encode().into())).await.unwrap();
     let mut out = Output::default();
     while let Some(m) = ws.next().await {
         match m.unwrap() {
-            Message::Binary(b) => out.frame(&b),
+            Message::Binary(b) => out.frame(b),
             Message::Text(t) => {
-                let v: Value = serde_json::from_str(t.as_str()).unwrap();
-                if v["type"] == "exit" {
-                    out.exit = Some(v);
+                if let ServerMessage::Exit(x) = ServerMessage::decode(t.as_str()).unwrap() {
+                    out.exit(x);
                     break;
                 }
             }

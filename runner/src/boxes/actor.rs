@@ -133,7 +133,7 @@ impl BoxHandle {
             RunnerError::FailedPrecondition(format!(
                 "box {:?} is {}: start it with StartBox first",
                 self.id,
-                state_name(self.status.borrow().state)
+                boxyard_api::BoxState::from(self.status.borrow().state)
             ))
         })
     }
@@ -167,18 +167,6 @@ impl BoxHandle {
             // The box was destroyed meanwhile: nothing to follow.
             exec.mark_gone();
         }
-    }
-}
-
-/// The word for a state in messages.
-pub fn state_name(s: pb::BoxState) -> &'static str {
-    match s {
-        pb::BoxState::Starting => "starting",
-        pb::BoxState::Running => "running",
-        pb::BoxState::Stopping => "stopping",
-        pb::BoxState::Stopped => "stopped",
-        pb::BoxState::Failed => "failed",
-        pb::BoxState::Unspecified => "unknown",
     }
 }
 

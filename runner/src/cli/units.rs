@@ -1,26 +1,9 @@
-//! Parsing of sizes ("64MiB") and durations ("24h") on the command line.
+//! Parsing of sizes ("64MiB", shared with the other tools) and durations ("24h") on the command line.
 
 use std::time::Duration;
 
-/// A byte size: a number with an optional unit: B, K/KiB, M/MiB, G/GiB, T/TiB (powers of 1024, any case).
-///
-/// The runner's one size parser (`serve`, `vm run`, `bench`). The control plane and the `boxyard` CLI have their own,
-/// with their own rules; unifying them belongs to the shared contract crate (issue 11).
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size: use e.g. 65536, 512KiB, 64MiB, 1GiB"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("{s:?}: unknown size unit {unit:?}; use B, KiB, MiB, GiB or TiB")),
-    };
-    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
-}
+/// A byte size: the spelling every Boxyard command takes (see [`boxyard_api::size`]).
+pub use boxyard_api::size::parse_size;
 
 /// A duration: a number with a unit: ms, s, m, h, d.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
