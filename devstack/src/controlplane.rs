@@ -126,3 +126,19 @@ impl ControlPlane {
         std::fs::read_to_string(self.log_file()).unwrap_or_default()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_address_file_gives_urls_and_a_bad_one_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let f = d.path().join("addr.json");
+        std::fs::write(&f, r#"{"api": "127.0.0.1:1", "registry": "127.0.0.1:2"}"#).unwrap();
+        let a = Addresses::read(&f).unwrap();
+        assert_eq!((a.api.as_str(), a.registry.as_str()), ("http://127.0.0.1:1", "http://127.0.0.1:2"));
+        std::fs::write(&f, r#"{"api": "127.0.0.1:1"}"#).unwrap();
+        assert!(matches!(Addresses::read(&f), Err(Error::AddrFile { .. })));
+    }
+}

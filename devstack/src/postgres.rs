@@ -215,3 +215,24 @@ impl Drop for TempCluster {
         let _ = self.cluster.stop(StopMode::Immediate);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_throwaway_cluster_starts_stops_restarts_and_goes_away() {
+        let pg = TempCluster::start().unwrap();
+        let data = pg.data_dir.clone();
+        assert!(pg.is_initialized() && pg.is_running());
+        assert_eq!(pg.url(), format!("postgres://postgres@127.0.0.1:{}/postgres", pg.port));
+        std::net::TcpStream::connect(("127.0.0.1", pg.port)).expect("the server listens on its port");
+        pg.stop(StopMode::Fast).unwrap();
+        assert!(!pg.is_running());
+        assert!(pg.stop(StopMode::Fast).is_err(), "stopping a stopped server is an error");
+        pg.start(Settings::Throwaway, Duration::from_secs(30)).unwrap();
+        assert!(pg.is_running());
+        drop(pg);
+        assert!(!data.exists());
+    }
+}

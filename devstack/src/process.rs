@@ -152,11 +152,11 @@ pub fn start_detached(cmd: &mut Command, s: &Startup, pid_file: &Path) -> Result
             Ok(())
         });
     }
-    let child = spawn_logged(cmd, s)?;
+    let mut child = spawn_logged(cmd, s)?;
     let pid = child.id();
     std::fs::write(pid_file, pid.to_string()).ctx(|| format!("writing {}", pid_file.display()))?;
-    // The child is not waited for: it outlives us. Until then, a zombie would look alive to kill(0): reap it.
-    let mut child = child;
+    // Not waited for once serving: it outlives us. Until then try_wait tells an exit (kill(0) would see a zombie as
+    // alive).
     wait_ready(s, || match child.try_wait() {
         Ok(Some(status)) => Some(status.to_string()),
         Ok(None) => None,
@@ -217,4 +217,121 @@ pub fn end_mentioning(needle: &str, grace: Duration) {
         std::thread::sleep(Duration::from_millis(20));
     }
     signal_mentioning(needle, libc::SIGKILL);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn startup(dir: &Path, ready: &str, timeout_ms: u64) -> Startup {
+        Startup {
+            what: "the test process".into(),
+            log: dir.join("p.log"),
+            ready_file: dir.join(ready),
+            timeout: Duration::from_millis(timeout_ms),
+            log_lines: 2,
+        }
+    }
+
+    /// `sleep` under a name unique to this test process (a symlink in `dir`), to find it by command line.
+    fn named_sleep(dir: &Path, tag: &str) -> PathBuf {
+        let link = dir.join(format!("boxyard-devstack-{tag}-{}", std::process::id()));
+        std::os::unix::fs::symlink(program_path("sleep"), &link).unwrap();
+        link
+    }
+
+    /// The processes mentioning `needle` once there are `n` (a process in the middle of an exec shows an empty
+    /// command line for a moment), or what there is after 5 s.
+    fn wait_mentioning(needle: &str, n: usize) -> Vec<i32> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = pids_mentioning(needle);
+            if found.len() >= n || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn program_path(name: &str) -> PathBuf {
+        ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(name)).find(|p| p.exists()).unwrap()
+    }
+
+    #[test]
+    fn a_process_is_ready_once_it_writes_its_file_and_is_found_by_its_command_line() {
+        let d = tempfile::tempdir().unwrap();
+        let sleep = named_sleep(d.path(), "ready");
+        let script = format!("echo starting; touch {}; exec \"$0\" 30", d.path().join("ready").display());
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", &script]).arg(&sleep);
+        let mut p = Process::start(&mut cmd, &startup(d.path(), "ready", 10_000)).unwrap();
+        assert_eq!(p.log(), "starting\n");
+        let pid = p.id().unwrap() as i32;
+        let needle = sleep.display().to_string();
+        assert_eq!(wait_mentioning(&needle, 1), vec![pid]);
+        p.kill();
+        assert!(p.id().is_none());
+        assert!(pids_mentioning(&needle).is_empty());
+    }
+
+    #[test]
+    fn an_exit_during_start_up_is_an_error_quoting_the_end_of_the_log() {
+        let d = tempfile::tempdir().unwrap();
+        let e = Process::start(
+            Command::new("sh").args(["-c", "echo one; echo two; echo three; exit 3"]),
+            &startup(d.path(), "never", 10_000),
+        )
+        .unwrap_err();
+        match &e {
+            Error::ExitedDuringStartup { status, log_tail, .. } => {
+                assert!(status.contains('3'), "{status}");
+                assert_eq!(log_tail, "two\nthree");
+            }
+            other => panic!("unexpected error {other}"),
+        }
+    }
+
+    #[test]
+    fn a_slow_start_times_out() {
+        let d = tempfile::tempdir().unwrap();
+        let e = Process::start(Command::new("sleep").arg("30"), &startup(d.path(), "never", 200)).unwrap_err();
+        assert!(matches!(e, Error::StartTimeout { .. }), "{e}");
+    }
+
+    #[test]
+    fn a_detached_process_is_stopped_through_its_pid_file() {
+        let d = tempfile::tempdir().unwrap();
+        let ready = d.path().join("ready");
+        let script = format!("touch {}; exec sleep 30", ready.display());
+        let pid_file = d.path().join("p.pid");
+        let pid =
+            start_detached(Command::new("sh").args(["-c", &script]), &startup(d.path(), "ready", 10_000), &pid_file)
+                .unwrap();
+        assert_eq!(pid_alive(&pid_file), Some(pid as i32));
+        // Our own child stays a zombie (alive to kill(0)) until reaped, so the grace runs out here; `boxyard dev down`
+        // is not the parent of what `up` started.
+        assert_eq!(stop_pid_file(&pid_file, Duration::from_millis(200)), Some(pid as i32));
+        assert!(!pid_file.exists());
+        assert_eq!(pid_alive(&pid_file), None);
+    }
+
+    #[test]
+    fn end_mentioning_terminates_every_match() {
+        let d = tempfile::tempdir().unwrap();
+        let sleep = named_sleep(d.path(), "end");
+        let mut kids: Vec<Child> = (0..2).map(|_| Command::new(&sleep).arg("30").spawn().unwrap()).collect();
+        let needle = sleep.display().to_string();
+        assert_eq!(wait_mentioning(&needle, 2).len(), 2);
+        end_mentioning(&needle, Duration::from_secs(5));
+        for k in &mut kids {
+            assert!(!k.wait().unwrap().success());
+        }
+        assert!(pids_mentioning(&needle).is_empty());
+    }
+
+    #[test]
+    fn free_ports_are_bindable() {
+        let port = free_port().unwrap();
+        std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    }
 }
