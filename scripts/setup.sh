@@ -12,10 +12,12 @@
 #   ca-certificates   TLS to the package registries
 #   postgresql-15     initdb/pg_ctl/postgres for the throwaway clusters of the control-plane tests and the local
 #                     stack (the tests find them in PATH or /usr/lib/postgresql/15/bin; no server is started here)
+#   systemd           systemd-analyze, which verifies the units in deploy/systemd (tests/systemd.rs; nothing is
+#                     started: in a container systemd is only installed)
 set -euo pipefail
 
 packages=(qemu-system-x86 e2fsprogs busybox-static kmod cpio cmake libclang-dev pkg-config build-essential
-  ca-certificates postgresql-15)
+  ca-certificates postgresql-15 systemd)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -25,3 +25,13 @@ else
   echo "cargo-nextest not found; using cargo test" >&2
   cargo test --workspace --locked --no-fail-fast "$@"
 fi
+
+# Ignored by default because most hosts have no hardware virtualization; run here when this one has it.
+if grep -qwE 'vmx|svm' /proc/cpuinfo && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
+  step "tests that need KVM"
+  if cargo nextest --version >/dev/null 2>&1; then
+    cargo nextest run -p boxyard-runner --test qemu_vm --locked --run-ignored only boots_with_kvm_acceleration_when_available
+  else
+    cargo test -p boxyard-runner --test qemu_vm --locked -- --ignored boots_with_kvm_acceleration_when_available
+  fi
+fi

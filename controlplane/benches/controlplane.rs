@@ -10,7 +10,8 @@
 //! Run: `cargo build --release --workspace && cargo bench -p boxyard-controlplane` (the bench starts its own Postgres
 //! cluster, control plane and runner from target/release); `-- scheduler`, `-- overhead` or `-- snapshot` run one.
 
-#[path = "../tests/harness/mod.rs"]
+// The whole-system tests' harness: the same stack (boxyard-devstack) and API client.
+#[path = "../../tests/harness/mod.rs"]
 mod harness;
 
 use std::time::{Duration, Instant};

@@ -1,15 +1,16 @@
 //! The scheduler's reservation against a real Postgres: many concurrent placements on one runner never exceed
 //! its capacity, and filtering/scoring pick the right runners.
 
-mod harness;
-
 use boxyard_controlplane::config::{Config, Quota};
 use boxyard_controlplane::scheduler::{self, Demand, ScheduleError};
 use boxyard_controlplane::store::boxes::BoxRow;
 use boxyard_controlplane::{db, state::AppState};
-use harness::Pg;
+use boxyard_devstack::postgres::TempCluster;
 use serde_json::json;
 use uuid::Uuid;
+
+/// A throwaway Postgres cluster (boxyard-devstack), removed on drop.
+type Pg = TempCluster;
 
 async fn setup(pg: &Pg) -> sqlx::PgPool {
     let pool = db::connect(&pg.url(), 60, std::time::Duration::from_secs(10)).await.unwrap();
@@ -56,7 +57,7 @@ fn demand(vcpus: i32) -> Demand {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn concurrent_reservations_never_exceed_capacity() {
-    let pg = Pg::start();
+    let pg = Pg::start().unwrap_or_else(|e| panic!("{e}"));
     let pool = setup(&pg).await;
     let mut tx = pool.begin().await.unwrap();
     let org = db::create_org(&mut tx, "o", &Quota::default()).await.unwrap();
@@ -89,7 +90,7 @@ async fn concurrent_reservations_never_exceed_capacity() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn filtering_and_scoring() {
-    let pg = Pg::start();
+    let pg = Pg::start().unwrap_or_else(|e| panic!("{e}"));
     let pool = setup(&pg).await;
     let st = AppState::new(pool.clone(), Config::default());
     let mut tx = pool.begin().await.unwrap();

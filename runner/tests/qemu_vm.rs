@@ -238,12 +238,13 @@ async fn missing_kernel_or_rootfs_is_a_clear_error() {
     assert!(backend.create(s).await.is_err());
 }
 
-/// The KVM path needs hardware virtualization; where there is none this test says so and skips.
+/// The KVM path needs hardware virtualization: ignored by default (most CI hosts have none); scripts/test.sh runs it
+/// where /dev/kvm opens, and run by hand (`--run-ignored only`) it fails on a host without KVM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs hardware virtualization (KVM); scripts/test.sh runs it where /dev/kvm is usable"]
 async fn boots_with_kvm_acceleration_when_available() {
     if let Some(why) = boxyard_runner::hostcaps::why_no_hardware_virtualization() {
-        eprintln!("SKIPPED boots_with_kvm_acceleration_when_available: {why}");
-        return;
+        panic!("this host cannot run the KVM test: {why}");
     }
     let backend = boxyard_runner::vm::qemu::QemuBackend::detect();
     assert_eq!(backend.accel, boxyard_runner::vm::qemu::Accel::Kvm);

@@ -13,7 +13,7 @@ use boxyard_runner::vm::VmSpec;
 use boxyard_runner::vm::qemu::QemuBackend;
 
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    boxyard_devstack::paths::workspace()
 }
 
 pub fn guest_image() -> GuestImage {

@@ -1,88 +1,64 @@
-//! A real `boxyard-runner serve` process for tests: started on a state directory with a dev TLS certificate,
-//! reached through the runner API, killable with SIGKILL and restartable on the same state directory.
+//! A real `boxyard-runner serve` process for tests (started by boxyard-devstack): on a state directory with a dev TLS
+//! certificate, reached through the runner API, killable with SIGKILL and restartable on the same state directory.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use boxyard_devstack::runner;
 use boxyard_proto::runner::{self as pb, attach_event::Event, attach_request::Msg, execution_result::Outcome};
 use boxyard_runner::client::{self, Client};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
+/// A runner process (boxyard-devstack) on its own temporary state directory; dropping it kills it and ends its
+/// boxes.
 pub struct RunnerProc {
     pub state: PathBuf,
-    args: Vec<String>,
-    child: Option<Child>,
+    inner: runner::Runner,
     _tmp: Option<tempfile::TempDir>,
 }
 
 impl RunnerProc {
     /// Starts a runner with the local backend on a fresh state directory.
     pub fn local(extra: &[&str]) -> Self {
-        let tmp = tempfile::tempdir().unwrap();
         let mut args: Vec<String> = vec!["--backend".into(), "local".into()];
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut r = RunnerProc { state: tmp.path().to_path_buf(), args, child: None, _tmp: Some(tmp) };
-        r.start();
-        r
+        Self::with_args(args)
     }
 
     /// Starts a runner with any arguments (e.g. the QEMU backend) on a fresh state directory.
     pub fn with_args(args: Vec<String>) -> Self {
         let tmp = tempfile::tempdir().unwrap();
-        let mut r = RunnerProc { state: tmp.path().to_path_buf(), args, child: None, _tmp: Some(tmp) };
-        r.start();
-        r
+        let spec = runner::Spec {
+            program: PathBuf::from(env!("CARGO_BIN_EXE_boxyard-runner")),
+            state_dir: tmp.path().to_path_buf(),
+            listen: "127.0.0.1:0".into(),
+            args,
+            log_filter: Some("info,boxyard_runner=debug".into()),
+        };
+        let inner = runner::Runner::start(spec).unwrap_or_else(|e| panic!("{e}"));
+        RunnerProc { state: tmp.path().to_path_buf(), inner, _tmp: Some(tmp) }
     }
 
     /// (Re)starts the runner process on the same state directory; returns once it serves.
     pub fn start(&mut self) {
-        let addr_file = self.state.join("runner.addr");
-        let _ = std::fs::remove_file(&addr_file);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.state.join("runner.log")).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_boxyard-runner"))
-            .arg("serve")
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args(["--listen", "127.0.0.1:0", "--tls-dev"])
-            .args(&self.args)
-            .env("RUST_LOG", "info,boxyard_runner=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !addr_file.exists() {
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("the runner exited ({status}) during start-up; log:\n{}", self.log());
-            }
-            assert!(Instant::now() < deadline, "the runner did not start within 60 s; log:\n{}", self.log());
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.inner.restart().unwrap_or_else(|e| panic!("{e}"));
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.state.join("runner.log")).unwrap_or_default()
+        self.inner.log()
     }
 
     /// SIGKILL: the runner gets no chance to clean up (its VMs keep running).
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
+        self.inner.kill();
     }
 
     /// SIGTERM, and waits for the runner to exit (it must exit 0).
     pub fn terminate(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            let status = c.wait().unwrap();
+        if let Some(status) = self.inner.terminate().unwrap() {
             assert!(status.success(), "the runner exited with {status} on SIGTERM; log:\n{}", self.log());
         }
     }
@@ -95,37 +71,7 @@ impl RunnerProc {
 }
 
 /// Every process whose command line mentions `needle`.
-pub fn pids_mentioning(needle: &str) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline"))
-            && String::from_utf8_lossy(&cmd).contains(needle)
-            && pid != std::process::id() as i32
-        {
-            out.push(pid);
-        }
-    }
-    out
-}
-
-impl Drop for RunnerProc {
-    fn drop(&mut self) {
-        self.kill9();
-        // Boxes outlive the runner by design: end them too. Local agents kill their executions on SIGTERM.
-        let needle = self.state.display().to_string();
-        for pid in pids_mentioning(&needle) {
-            unsafe { libc::kill(pid, libc::SIGTERM) };
-        }
-        let deadline = Instant::now() + Duration::from_secs(3);
-        while !pids_mentioning(&needle).is_empty() && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        for pid in pids_mentioning(&needle) {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-    }
-}
+pub use boxyard_devstack::process::pids_mentioning;
 
 pub fn code_of(e: &tonic::Status) -> tonic::Code {
     e.code()

@@ -1,15 +1,16 @@
-//! Real components for control-plane tests: a throwaway Postgres cluster, `boxyard-controlplane serve` replicas,
-//! `boxyard-runner serve` processes (local backend) that register with a join token, an HTTP client with an API
-//! key, and a WebSocket attach client that reassembles output by cursor.
+//! Real components for the whole-system tests: a throwaway Postgres cluster, `boxyard-controlplane serve`
+//! replicas, `boxyard-runner serve` processes (local backend) that register with a join token (all started by
+//! boxyard-devstack), an HTTP client with an API key, and a WebSocket attach client that reassembles output by cursor.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use boxyard_api::attach::{ClientMessage, ExitResult, OutputFrame, OutputStream, ServerMessage};
 use boxyard_api::error::codes;
+use boxyard_devstack::postgres::{Cluster, Settings, StopMode, TempCluster};
+use boxyard_devstack::{controlplane, runner};
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -18,203 +19,90 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 /// The platform admin key every test control plane is bootstrapped with.
 pub const ADMIN_KEY: &str = "byk_0123456789ab_000000000000000000000000000000000000000000000001";
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn is_root() -> bool {
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// A Postgres program: from PATH, else from Debian's versioned directory.
-fn pg_bin(tool: &str) -> PathBuf {
-    let in_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).map(|d| d.join(tool)).find(|p| p.exists()))
-        .unwrap_or_default();
-    in_path
-        .or_else(|| {
-            let mut dirs: Vec<PathBuf> =
-                std::fs::read_dir("/usr/lib/postgresql").ok()?.flatten().map(|e| e.path()).collect();
-            dirs.sort();
-            dirs.into_iter().rev().map(|d| d.join("bin").join(tool)).find(|p| p.exists())
-        })
-        .unwrap_or_else(|| panic!("{tool} not found: install PostgreSQL (scripts/setup.sh does)"))
-}
-
-/// Runs a Postgres tool, as the `postgres` user when we are root (initdb refuses root).
-fn pg_tool(tool: &str, args: &[&str]) -> std::process::Output {
-    let tool = pg_bin(tool);
-    let tool = tool.to_str().unwrap();
-    let mut c = if is_root() {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", tool]);
-        c
-    } else {
-        Command::new(tool)
-    };
-    c.args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {tool}: {e} (is PostgreSQL installed?)"))
+/// A dev-stack result, or the test fails with its error (which quotes the logs).
+fn ok<T>(r: boxyard_devstack::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A private Postgres cluster on a free loopback port, removed on drop.
-pub struct Pg {
-    dir: PathBuf,
-    pub port: u16,
-    _tmp: tempfile::TempDir,
-}
+pub struct Pg(TempCluster);
 
 impl Pg {
     pub fn start() -> Pg {
-        let tmp = tempfile::Builder::new().prefix("boxyard-pg-").tempdir().unwrap();
-        let dir = tmp.path().join("data");
-        std::fs::create_dir(&dir).unwrap();
-        if is_root() {
-            let ok = Command::new("chown").args(["-R", "postgres:postgres"]).arg(tmp.path()).status().unwrap();
-            assert!(ok.success());
-        }
-        let out = pg_tool("initdb", &["-D", dir.to_str().unwrap(), "-U", "postgres", "-A", "trust", "--no-sync"]);
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
-        let pg = Pg { dir, port: free_port(), _tmp: tmp };
-        pg.up();
-        pg
+        Pg(ok(TempCluster::start()))
     }
 
     /// Starts the (stopped) server again on the same port.
     pub fn up(&self) {
-        let opts = format!(
-            "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off -c max_connections=300",
-            self.port,
-            self.dir.display()
-        );
-        let log = self.dir.join("server.log");
-        let out = pg_tool(
-            "pg_ctl",
-            &["-D", self.dir.to_str().unwrap(), "-w", "-t", "30", "-l", log.to_str().unwrap(), "-o", &opts, "start"],
-        );
-        assert!(
-            out.status.success(),
-            "pg_ctl start failed: {}{}",
-            String::from_utf8_lossy(&out.stderr),
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
+        ok(self.0.start(Settings::Throwaway, Duration::from_secs(30)));
     }
 
     /// Stops the server (fast shutdown: clients are disconnected).
     pub fn down(&self) {
-        let out = pg_tool("pg_ctl", &["-D", self.dir.to_str().unwrap(), "-w", "-m", "fast", "stop"]);
-        assert!(out.status.success(), "pg_ctl stop failed: {}", String::from_utf8_lossy(&out.stderr));
-    }
-
-    pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+        ok(self.0.stop(StopMode::Fast));
     }
 }
 
-impl Drop for Pg {
-    fn drop(&mut self) {
-        let _ = pg_tool("pg_ctl", &["-D", self.dir.to_str().unwrap(), "-m", "immediate", "stop"]);
+impl std::ops::Deref for Pg {
+    type Target = Cluster;
+    fn deref(&self) -> &Cluster {
+        &self.0
     }
 }
 
-fn bin(name: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_BIN_EXE_boxyard-controlplane")).with_file_name(name);
-    assert!(p.exists(), "{} is missing: build the workspace first (cargo build --workspace)", p.display());
-    p
-}
-
-/// Waits until a starting process writes its address file; panics with its log if it exits or takes 60 s.
-fn wait_started(child: &mut Child, addr_file: &Path, what: &str, log: &Path) {
-    let log = || std::fs::read_to_string(log).unwrap_or_default();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !addr_file.exists() {
-        if let Some(s) = child.try_wait().unwrap() {
-            panic!("{what} exited ({s}) during start-up; log:\n{}", log());
-        }
-        assert!(Instant::now() < deadline, "{what} did not start in 60 s; log:\n{}", log());
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// A built Boxyard binary (build the workspace first: cargo build --workspace).
+pub fn bin(name: &str) -> PathBuf {
+    ok(boxyard_devstack::paths::binary(name))
 }
 
 /// A control-plane replica.
 pub struct Cp {
     pub api: String,
     pub registry: String,
-    dir: tempfile::TempDir,
-    child: Option<Child>,
-    args: Vec<String>,
-    db_url: String,
+    inner: controlplane::ControlPlane,
+    _dir: tempfile::TempDir,
 }
 
 impl Cp {
     pub fn start(pg: &Pg, extra: &[&str]) -> Cp {
         let dir = tempfile::Builder::new().prefix("boxyard-cp-").tempdir().unwrap();
-        let mut cp = Cp {
-            api: String::new(),
-            registry: String::new(),
-            dir,
-            child: None,
-            args: extra.iter().map(|s| s.to_string()).collect(),
-            db_url: pg.url(),
-        };
-        cp.spawn("127.0.0.1:0", "127.0.0.1:0");
-        cp
-    }
-
-    fn spawn(&mut self, listen: &str, registry: &str) {
-        let addr_file = self.dir.path().join("addr.json");
-        let _ = std::fs::remove_file(&addr_file);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("cp.log")).unwrap();
-        let child = Command::new(bin("boxyard-controlplane"))
-            .arg("serve")
-            .args(["--database-url", &self.db_url, "--listen", listen, "--registry-listen", registry])
-            .arg("--addr-file")
-            .arg(&addr_file)
-            .args(["--bootstrap-key", ADMIN_KEY])
-            .args(self.defaults())
-            .args(&self.args)
-            .env("RUST_LOG", "info,boxyard_controlplane=debug,sqlx=warn")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        wait_started(self.child.as_mut().unwrap(), &addr_file, "the control plane", &self.dir.path().join("cp.log"));
-        let v: Value = serde_json::from_slice(&std::fs::read(&addr_file).unwrap()).unwrap();
-        self.api = format!("http://{}", v["api"].as_str().unwrap());
-        self.registry = format!("http://{}", v["registry"].as_str().unwrap());
-    }
-
-    /// The test timings, except those the test sets itself.
-    fn defaults(&self) -> Vec<&'static str> {
-        let all = [
+        // The test timings, except those the test sets itself.
+        let defaults = [
             ("--heartbeat-interval", "500ms"),
             ("--runner-unresponsive-after", "3s"),
             ("--runner-lost-after", "6s"),
             ("--reconcile-interval", "300ms"),
         ];
-        all.into_iter().filter(|(k, _)| !self.args.iter().any(|a| a == k)).flat_map(|(k, v)| [k, v]).collect()
+        let mut args: Vec<String> = defaults
+            .into_iter()
+            .filter(|(k, _)| !extra.contains(k))
+            .flat_map(|(k, v)| [k.to_string(), v.to_string()])
+            .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let spec = controlplane::Spec {
+            program: bin("boxyard-controlplane"),
+            database_url: pg.url(),
+            listen: "127.0.0.1:0".into(),
+            registry_listen: "127.0.0.1:0".into(),
+            bootstrap_key: ADMIN_KEY.into(),
+            args,
+            log_filter: Some("info,boxyard_controlplane=debug,sqlx=warn".into()),
+        };
+        let inner = ok(controlplane::ControlPlane::start(spec, dir.path()));
+        Cp { api: inner.addrs.api.clone(), registry: inner.addrs.registry.clone(), inner, _dir: dir }
     }
 
     /// Restarts the process on the same addresses.
     pub fn restart(&mut self) {
-        self.kill9();
-        let api = self.api.trim_start_matches("http://").to_string();
-        let reg = self.registry.trim_start_matches("http://").to_string();
-        self.spawn(&api, &reg);
+        ok(self.inner.restart());
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("cp.log")).unwrap_or_default()
+        self.inner.log()
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.inner.kill();
     }
 
     pub fn admin(&self) -> Api {
@@ -222,24 +110,17 @@ impl Cp {
     }
 }
 
-impl Drop for Cp {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    boxyard_devstack::paths::workspace()
 }
 
 /// A runner process (local backend unless `--backend` is among the extra arguments) registered with a control
-/// plane.
+/// plane. Dropping it kills it and its boxes.
 pub struct Runner {
     pub name: String,
     pub state: PathBuf,
-    args: Vec<String>,
-    child: Option<Child>,
+    inner: runner::Runner,
     _tmp: tempfile::TempDir,
 }
 
@@ -264,74 +145,39 @@ impl Runner {
             memory.into(),
         ]);
         args.extend(extra.iter().map(|s| s.to_string()));
-        let mut r = Runner { name: name.into(), state: tmp.path().to_path_buf(), args, child: None, _tmp: tmp };
-        r.spawn();
-        r
+        let spec = runner::Spec {
+            program: bin("boxyard-runner"),
+            state_dir: tmp.path().to_path_buf(),
+            listen: "127.0.0.1:0".into(),
+            args,
+            log_filter: Some("info,boxyard_runner=debug".into()),
+        };
+        let inner = ok(runner::Runner::start(spec));
+        Runner { name: name.into(), state: tmp.path().to_path_buf(), inner, _tmp: tmp }
     }
 
+    /// Starts the process again on the same state directory.
     pub fn spawn(&mut self) {
-        let addr_file = self.state.join("runner.addr");
-        let _ = std::fs::remove_file(&addr_file);
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.state.join("runner.log")).unwrap();
-        let child = Command::new(bin("boxyard-runner"))
-            .arg("serve")
-            .arg("--state-dir")
-            .arg(&self.state)
-            .args(["--listen", "127.0.0.1:0", "--tls-dev"])
-            .args(&self.args)
-            .env("RUST_LOG", "info,boxyard_runner=debug")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        wait_started(self.child.as_mut().unwrap(), &addr_file, "the runner", &self.state.join("runner.log"));
+        ok(self.inner.restart());
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(self.state.join("runner.log")).unwrap_or_default()
+        self.inner.log()
     }
 
     /// Sends `sig` to the runner process (e.g. SIGSTOP to freeze it as a hung host would be).
     pub fn signal(&self, sig: i32) {
-        let pid = self.child.as_ref().expect("the runner runs").id();
-        // SAFETY: kill(2) with a pid we spawned and a valid signal number.
-        assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0, "kill({pid}, {sig})");
+        let pid = self.inner.pid().expect("the runner runs");
+        assert!(boxyard_devstack::process::signal(pid as i32, sig), "kill({pid}, {sig})");
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        self.inner.kill();
     }
 
     /// Kills the runner and the local agents of its boxes (as if the host died).
     pub fn kill_host(&mut self) {
-        self.kill9();
-        kill_mentioning(&self.state.display().to_string(), libc::SIGKILL);
-    }
-}
-
-fn kill_mentioning(needle: &str, sig: i32) {
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else { continue };
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline"))
-            && String::from_utf8_lossy(&cmd).contains(needle)
-            && pid != std::process::id() as i32
-        {
-            unsafe { libc::kill(pid, sig) };
-        }
-    }
-}
-
-impl Drop for Runner {
-    fn drop(&mut self) {
-        self.kill9();
-        kill_mentioning(&self.state.display().to_string(), libc::SIGTERM);
-        std::thread::sleep(Duration::from_millis(100));
-        kill_mentioning(&self.state.display().to_string(), libc::SIGKILL);
+        self.inner.kill_host();
     }
 }
 
@@ -638,46 +484,27 @@ impl Stack {
 
 /// An embedded S3 endpoint for a test (in this process, on loopback) and the flags that point a control plane or a
 /// runner at it.
-pub struct S3 {
-    pub server: boxyard_s3dev::Server,
-    pub root: tempfile::TempDir,
-}
+pub struct S3(boxyard_devstack::s3::Embedded);
 
 pub const S3_BUCKET: &str = "snaps";
 
 impl S3 {
     pub async fn start() -> S3 {
-        let root = tempfile::Builder::new().prefix("boxyard-s3-").tempdir().unwrap();
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = boxyard_s3dev::serve(root.path(), l, S3_BUCKET, "ak", "sk").await.unwrap();
-        S3 { server, root }
+        S3(ok(boxyard_devstack::s3::Embedded::start(S3_BUCKET, "ak", "sk").await))
     }
 
     pub fn args(&self) -> Vec<String> {
-        [
-            "--s3-bucket",
-            S3_BUCKET,
-            "--s3-endpoint",
-            &self.server.endpoint(),
-            "--s3-access-key",
-            "ak",
-            "--s3-secret-key",
-            "sk",
-            "--s3-path-style",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
+        self.0.endpoint.args()
     }
 
     /// The file holding an object.
     pub fn object_path(&self, key: &str) -> PathBuf {
-        self.root.path().join(S3_BUCKET).join(key)
+        self.0.object_path(key)
     }
 
     pub fn store(&self) -> boxyard_snapshot::s3::S3Store {
         boxyard_snapshot::s3::S3Store::new(&boxyard_snapshot::s3::S3Config {
-            endpoint: Some(self.server.endpoint()),
+            endpoint: Some(self.0.endpoint.url.clone()),
             bucket: S3_BUCKET.into(),
             access_key: Some("ak".into()),
             secret_key: Some("sk".into()),

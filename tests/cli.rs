@@ -10,7 +10,7 @@ use serde_json::json;
 
 fn boxyard(url: &str, key: &str, args: &[&str]) -> std::process::Output {
     let home = tempfile::tempdir().unwrap();
-    Command::new(std::path::Path::new(env!("CARGO_BIN_EXE_boxyard-controlplane")).with_file_name("boxyard"))
+    Command::new(bin("boxyard"))
         .args(args)
         .env("BOXYARD_URL", url)
         .env("BOXYARD_KEY", key)
@@ -36,16 +36,15 @@ async fn run_ls_logs_and_errors() {
 
     // -i forwards stdin (here a pipe), then EOF.
     let home = tempfile::tempdir().unwrap();
-    let mut child =
-        Command::new(std::path::Path::new(env!("CARGO_BIN_EXE_boxyard-controlplane")).with_file_name("boxyard"))
-            .args(["run", "--rm", "-i", "base", "--", "sh"])
-            .env("BOXYARD_URL", &url)
-            .env("BOXYARD_KEY", &api.key)
-            .env("XDG_CONFIG_HOME", home.path())
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+    let mut child = Command::new(bin("boxyard"))
+        .args(["run", "--rm", "-i", "base", "--", "sh"])
+        .env("BOXYARD_URL", &url)
+        .env("BOXYARD_KEY", &api.key)
+        .env("XDG_CONFIG_HOME", home.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"echo typed $((6*7)); exit 5\n").unwrap();
     drop(child.stdin.take());
     let out = child.wait_with_output().unwrap();

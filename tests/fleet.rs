@@ -262,16 +262,14 @@ async fn registration_needs_a_valid_join_token() {
     let tid = list.ok()["items"][0]["id"].as_str().unwrap().to_string();
     admin.delete(&format!("/v1/admin/join-tokens/{tid}")).await.ok();
     let tmp = tempfile::tempdir().unwrap();
-    let mut out = std::process::Command::new(
-        std::path::Path::new(env!("CARGO_BIN_EXE_boxyard-controlplane")).with_file_name("boxyard-runner"),
-    )
-    .args(["serve", "--backend", "local", "--listen", "127.0.0.1:0", "--tls-dev", "--name", "bad"])
-    .arg("--state-dir")
-    .arg(tmp.path())
-    .args(["--controlplane", &cp.registry, "--join-token", &token])
-    .stderr(std::process::Stdio::piped())
-    .spawn()
-    .unwrap();
+    let mut out = std::process::Command::new(bin("boxyard-runner"))
+        .args(["serve", "--backend", "local", "--listen", "127.0.0.1:0", "--tls-dev", "--name", "bad"])
+        .arg("--state-dir")
+        .arg(tmp.path())
+        .args(["--controlplane", &cp.registry, "--join-token", &token])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while out.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
