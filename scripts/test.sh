@@ -10,6 +10,9 @@ step() { echo "==> $*" >&2; }
 step "system packages"
 bash scripts/setup.sh
 
+step "module structure (no import circles)"
+python3 scripts/check-imports.py
+
 step "build (workspace, tests)"
 cargo build --workspace --all-targets --locked
 

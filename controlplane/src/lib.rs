@@ -3,7 +3,8 @@
 //! - [`api`]: the REST + WebSocket API gateway (`/v1`) and its OpenAPI document;
 //! - [`auth`]: API keys, join tokens, runner credentials; the request principal;
 //! - [`lifecycle`]: the box and execution state machines and every lifecycle operation (the API handlers, the
-//!   reconciler and the registry all go through it); [`store`]: every statement on boxes and executions;
+//!   reconciler and the registry all go through it); [`machine`]: the states and their table of legal transitions;
+//!   [`store`]: every statement on boxes and executions;
 //! - [`snapshots`]: snapshot registration, image upload to S3, name resolution;
 //! - [`scheduler`]: runner selection and atomic capacity reservation;
 //! - [`registry`]: the gRPC service runners register with and send heartbeats to;
@@ -21,11 +22,11 @@ macro_rules! sql {
 
 pub mod api;
 pub mod auth;
-pub mod bench;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod lifecycle;
+pub mod machine;
 pub mod metrics;
 pub mod reconciler;
 pub mod registry;

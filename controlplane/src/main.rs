@@ -1,4 +1,4 @@
-//! `boxyard-controlplane`: the control plane binary (`serve`, `migrate`, `bench`).
+//! `boxyard-controlplane`: the control plane binary (`serve`, `migrate`). Benchmarks: `cargo bench -p boxyard-controlplane`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 
 use boxyard_controlplane::config::Config;
 use boxyard_controlplane::state::AppState;
-use boxyard_controlplane::{api, bench, db, reconciler, registry, telemetry};
+use boxyard_controlplane::{api, db, reconciler, registry, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -31,8 +31,6 @@ enum Cmd {
         #[command(flatten)]
         db: DbArgs,
     },
-    /// Benchmarks that print numbers (scheduler placements per second).
-    Bench(bench::BenchArgs),
 }
 
 #[derive(Args)]
@@ -134,7 +132,6 @@ async fn main() -> std::process::ExitCode {
             }
             .await
         }
-        Cmd::Bench(b) => bench::run(b).await,
     };
     match r {
         Ok(()) => std::process::ExitCode::SUCCESS,

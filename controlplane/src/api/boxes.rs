@@ -12,7 +12,7 @@ use super::model::*;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, ErrorBody};
 use crate::lifecycle::boxes::{self, NewBox};
-use crate::lifecycle::machine::BoxState;
+use crate::machine::BoxState;
 use crate::state::AppState;
 use crate::store::boxes::{self as store, NewBoxRow};
 

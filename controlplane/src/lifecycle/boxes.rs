@@ -8,8 +8,8 @@ use axum::http::StatusCode;
 use boxyard_proto::runner as pb;
 use uuid::Uuid;
 
-use super::machine::{BoxState, DesiredState};
 use crate::error::{ApiError, ApiResult};
+use crate::machine::{BoxState, DesiredState};
 use crate::runners::{request, within};
 use crate::scheduler::{self, Demand, ScheduleError};
 use crate::state::AppState;
@@ -517,11 +517,4 @@ pub async fn recover_abandoned(st: &AppState, b: &BoxRow) -> ApiResult<()> {
         let _ = place(&st, &row).await;
     });
     Ok(())
-}
-
-/// Records activity on a box (postpones its auto-stop). Failures are logged, never returned: activity is a hint.
-pub async fn touch(st: &AppState, id: Uuid) {
-    if let Err(e) = store::touch(&st.db, &[id]).await {
-        tracing::debug!(box_id = %id, "cannot record activity: {e}");
-    }
 }

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use boxyard_proto::runner as pb;
 use uuid::Uuid;
 
-use super::machine::{BoxState, ExecutionState};
 use crate::error::{ApiError, ApiResult};
+use crate::machine::{BoxState, ExecutionState};
 use crate::runners::{Client, request, within};
 use crate::state::AppState;
 use crate::store::boxes::BoxRow;
@@ -115,7 +115,7 @@ pub async fn create(st: &AppState, b: &BoxRow, mut ne: NewExec) -> ApiResult<Exe
     .await;
     match r {
         Ok(e) => {
-            super::boxes::touch(st, b.id).await;
+            super::touch(st, b.id).await;
             observe(st, &e).await?;
             get(st, b, id).await
         }

@@ -7,9 +7,9 @@ use std::collections::{HashMap, HashSet};
 use boxyard_proto::runner as rpb;
 use uuid::Uuid;
 
-use super::machine::{self, BoxRules};
 use super::observe::{self, Decision, Known, Report};
 use crate::error::ApiResult;
+use crate::machine::{self, BoxRules};
 use crate::state::AppState;
 use crate::store::boxes::{self as store, BoxRow, Change};
 use crate::store::{StoreError, executions as exec_store};

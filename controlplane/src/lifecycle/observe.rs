@@ -14,7 +14,7 @@
 
 use uuid::Uuid;
 
-use super::machine::{BoxRules, BoxState};
+use crate::machine::{BoxRules, BoxState};
 
 /// Our record of a box, as far as reconciliation needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]

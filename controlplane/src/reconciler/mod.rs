@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::lifecycle::boxes;
-use crate::lifecycle::machine::DesiredState;
+use crate::machine::DesiredState;
 use crate::state::AppState;
 use crate::store::boxes as store;
 use crate::store::executions as exec_store;

@@ -9,7 +9,7 @@ use sqlx::{PgExecutor, PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::lifecycle::machine::{BoxRules, BoxState, DesiredState};
+use crate::machine::{BoxRules, BoxState, DesiredState};
 
 /// The columns of a [`BoxRow`].
 pub const SELECT_BOX: &str = "SELECT id, org_id, name, snapshot, vcpus, memory_mib, disk_mib, env, labels,

@@ -9,7 +9,7 @@ use sqlx::PgPool;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use crate::lifecycle::machine::ExecutionState;
+use crate::machine::ExecutionState;
 
 /// The columns of an [`ExecRow`].
 pub const SELECT_EXEC: &str = "SELECT id, box_id, org_id, command, env, working_dir, user_name, tty, stdin,

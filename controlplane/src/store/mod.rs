@@ -16,7 +16,7 @@ pub mod runners;
 use uuid::Uuid;
 
 use crate::error::ApiError;
-use crate::lifecycle::machine::BoxState;
+use crate::machine::BoxState;
 
 /// A write the store refused, or a database failure.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::StoreError;
 use super::boxes::{self, BoxRow, Change};
-use crate::lifecycle::machine::BoxState;
+use crate::machine::BoxState;
 
 /// A runner's capacity and what is reserved on it.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -14,18 +14,8 @@ pub const DEFAULT_MEMORY_MIB: u32 = 512;
 /// Writable disk of a box whose spec names none.
 pub const DEFAULT_DISK_MIB: u64 = 1024;
 
-/// A snapshot image a box boots from (as in `pb::SnapshotRef`).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SnapshotSpec {
-    /// The snapshot's name, for messages.
-    pub name: String,
-    /// The image's object key in the bucket.
-    pub key: String,
-    /// `sha256:<hex>` of the image.
-    pub digest: String,
-    /// The image's size in bytes.
-    pub size: u64,
-}
+/// A snapshot image a box boots from (defined by the snapshot store, which fetches it).
+pub use crate::snapshots::SnapshotSpec;
 
 /// A box spec with defaults applied (two requests that mean the same compare equal).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

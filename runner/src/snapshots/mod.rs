@@ -17,8 +17,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use boxyard_snapshot::s3::S3Store;
 
-use crate::boxes::record::SnapshotSpec;
+use serde::{Deserialize, Serialize};
+
 use crate::error::{Result, RunnerError};
+
+/// A snapshot image a box boots from (as in `pb::SnapshotRef`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotSpec {
+    /// The snapshot's name, for messages.
+    pub name: String,
+    /// The image's object key in the bucket.
+    pub key: String,
+    /// `sha256:<hex>` of the image.
+    pub digest: String,
+    /// The image's size in bytes.
+    pub size: u64,
+}
 
 /// The runner's snapshot image cache, filled from the snapshot bucket.
 pub struct SnapshotStore {

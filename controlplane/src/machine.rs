@@ -12,7 +12,7 @@
 //!
 //! A runner's report (a heartbeat's inventory or the answer to a call) is the truth about a placed box: any placed
 //! state may become any state a runner reports, provided the report is newer than the last one applied (see
-//! [`super::observe`]).
+//! [`crate::lifecycle::observe`]).
 
 pub use boxyard_api::state::{BoxState, DesiredState, ExecutionState, UnknownState};
 
