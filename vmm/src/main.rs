@@ -1,0 +1,145 @@
+//! The `boxyard-vmm` binary: one process runs one microVM until the guest powers off, resets or fails.
+//!
+//! Exit status: 0 when the guest powered off or reset, 1 when the VM failed, 2 for a bad command line or a VM that
+//! could not be built.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use boxyard_vmm::builder::{self, ConsoleOutput, DEFAULT_CMDLINE, DiskConfig, VmConfig};
+use clap::Parser;
+
+/// Boots a Linux microVM on KVM.
+#[derive(Parser, Debug)]
+#[command(name = "boxyard-vmm", version)]
+struct Args {
+    /// Kernel (bzImage).
+    #[arg(long)]
+    kernel: PathBuf,
+    /// initramfs.
+    #[arg(long)]
+    initramfs: Option<PathBuf>,
+    /// The whole kernel command line (default: the built-in one, see --append).
+    #[arg(long)]
+    cmdline: Option<String>,
+    /// Arguments appended to the command line.
+    #[arg(long = "append", value_name = "ARGS")]
+    append: Vec<String>,
+    /// vCPUs.
+    #[arg(long, default_value_t = 1)]
+    cpus: u8,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 512)]
+    memory: u64,
+    /// A disk: PATH,serial=NAME[,ro] (repeatable, in order).
+    #[arg(long = "disk", value_name = "PATH,serial=NAME[,ro]")]
+    disks: Vec<String>,
+    /// Host unix socket of the agent channel (virtio-console port `boxyard.agent`); the VMM listens on it.
+    #[arg(long)]
+    agent_socket: Option<PathBuf>,
+    /// Serial console log file (default: stdout).
+    #[arg(long)]
+    console_log: Option<PathBuf>,
+    /// No virtio-rng device.
+    #[arg(long)]
+    no_rng: bool,
+    /// Write the VMM's pid here.
+    #[arg(long)]
+    pid_file: Option<PathBuf>,
+    /// Print start-up timings to stderr.
+    #[arg(long)]
+    timing: bool,
+}
+
+fn parse_disk(s: &str) -> anyhow::Result<DiskConfig> {
+    let mut parts = s.split(',');
+    let path = PathBuf::from(parts.next().filter(|p| !p.is_empty()).context("--disk needs a path")?);
+    let (mut read_only, mut serial) = (false, String::new());
+    for p in parts {
+        match p.split_once('=') {
+            None if p == "ro" => read_only = true,
+            Some(("serial", v)) => serial = v.to_string(),
+            _ => bail!("--disk {s}: unknown option {p:?}"),
+        }
+    }
+    Ok(DiskConfig { path, read_only, serial })
+}
+
+fn cpu_time_ms() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: a valid timespec out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 * 1e3 + ts.tv_nsec as f64 / 1e6
+}
+
+fn main() {
+    let started = Instant::now();
+    let code = match run(started) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("boxyard-vmm: error: {e:#}");
+            2
+        }
+    };
+    std::process::exit(code);
+}
+
+fn run(started: Instant) -> anyhow::Result<i32> {
+    let args = Args::parse();
+    let mut cmdline = args.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
+    for a in &args.append {
+        cmdline.push(' ');
+        cmdline.push_str(a);
+    }
+    let cfg = VmConfig {
+        kernel: args.kernel.clone(),
+        initramfs: args.initramfs.clone(),
+        cmdline,
+        vcpus: args.cpus,
+        memory_mib: args.memory,
+        disks: args.disks.iter().map(|d| parse_disk(d)).collect::<anyhow::Result<_>>()?,
+        agent_socket: args.agent_socket.clone(),
+        console: args.console_log.clone().map(ConsoleOutput::File).unwrap_or(ConsoleOutput::Stdout),
+        rng: !args.no_rng,
+    };
+    if let Some(p) = &args.pid_file {
+        std::fs::write(p, format!("{}\n", std::process::id())).with_context(|| format!("{}", p.display()))?;
+    }
+    let vm = builder::start(&cfg)?;
+    if args.timing {
+        match builder::first_entry_within(builder::FIRST_ENTRY_WAIT) {
+            Some(t) => eprintln!(
+                "boxyard-vmm: first guest entry {:.2} ms after start ({:.2} CPU-ms so far)",
+                t.duration_since(started).as_secs_f64() * 1e3,
+                cpu_time_ms()
+            ),
+            None => eprintln!("boxyard-vmm: the boot vCPU did not enter the guest within 5 s"),
+        }
+    }
+    let reason = vm.wait();
+    if args.timing {
+        eprintln!(
+            "boxyard-vmm: VM ended ({reason:?}) after {:.3} s, {:.1} CPU-ms in the VMM process",
+            started.elapsed().as_secs_f64(),
+            cpu_time_ms()
+        );
+    }
+    Ok(reason.exit_code())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_options_parse() {
+        assert_eq!(
+            parse_disk("/r.ext4,serial=boxyard-root,ro").unwrap(),
+            DiskConfig { path: "/r.ext4".into(), read_only: true, serial: "boxyard-root".into() }
+        );
+        assert!(!parse_disk("/w.ext4").unwrap().read_only);
+        assert!(parse_disk(",ro").is_err());
+        assert!(parse_disk("/w,bogus").is_err());
+    }
+}
