@@ -40,7 +40,12 @@ impl TestQueue {
     /// Guest memory of 1 MiB with a queue at 0 (desc), 0x1000 (avail), 0x2000 (used); buffers go from 0x10000.
     pub fn new(size: u16) -> Self {
         let mem = GuestMemoryMmap::from_ranges(&[(GuestAddress(0), 0x10_0000)]).unwrap();
-        Self { mem, size, desc: 0, avail: 0x1000, used: 0x2000, avail_idx: 0 }
+        Self::at(mem, 0, size)
+    }
+
+    /// A queue in shared `mem` at `base` (desc), `base + 0x1000` (avail), `base + 0x2000` (used).
+    pub fn at(mem: GuestMemoryMmap, base: u64, size: u16) -> Self {
+        Self { mem, size, desc: base, avail: base + 0x1000, used: base + 0x2000, avail_idx: 0 }
     }
 
     /// A `Queue` configured and ready, as a driver would leave it.
