@@ -4,6 +4,10 @@
 //! power-off goes through the FADT sleep control register, reset through the FADT reset register, both handled by
 //! [`crate::devices::legacy::AcpiPower`].
 //!
+//! The host's graceful stop is an ACPI power button: `\_SB.PWRB` (PNP0C0C) notified by a Generic Event Device
+//! (`\_SB.GED0`, ACPI0013) whose interrupt the VMM raises; the kernel's button driver turns the notification into
+//! `KEY_POWER`, which the guest agent answers with a clean power-off.
+//!
 //! Layout, from [`ACPI_ADDR`]: RSDP, XSDT, FADT, MADT, DSDT. Table structures come from the `acpi_tables` crate; the
 //! DSDT is encoded with its AML builder.
 
@@ -66,6 +70,8 @@ pub struct AcpiConfig {
     pub serial: SerialInfo,
     /// The virtio-mmio devices.
     pub virtio: Vec<MmioDeviceInfo>,
+    /// GSI of the Generic Event Device that delivers the power button, if any.
+    pub ged_gsi: Option<u32>,
 }
 
 fn bytes(t: &dyn Aml) -> Vec<u8> {
@@ -111,6 +117,25 @@ pub fn dsdt(cfg: &AcpiConfig) -> Vec<u8> {
         .collect();
     let mut sb_children: Vec<&dyn Aml> = vec![&com1];
     sb_children.extend(devices.iter().map(|d| d as &dyn Aml));
+
+    let pwrb_hid = EISAName::new("PNP0C0C");
+    let pwrb_hid_name = Name::new(Path::new("_HID"), &pwrb_hid);
+    let pwrb = aml::Device::new(Path::new("PWRB"), vec![&pwrb_hid_name, &com_uid]);
+    let ged_hid: &'static str = "ACPI0013";
+    let ged_hid_name = Name::new(Path::new("_HID"), &ged_hid);
+    let ged_irq = Interrupt::new(true, true, false, false, cfg.ged_gsi.unwrap_or(0));
+    let ged_crs = ResourceTemplate::new(vec![&ged_irq]);
+    let ged_crs_name = Name::new(Path::new("_CRS"), &ged_crs);
+    let pwrb_path = Path::new("\\_SB_.PWRB");
+    let notify_value: u8 = 0x80;
+    let notify = aml::Notify::new(&pwrb_path, &notify_value);
+    // The only event this GED delivers is the power button, so `_EVT` does not need to look at its argument.
+    let evt = aml::Method::new(Path::new("_EVT"), 1, true, vec![&notify]);
+    let ged = aml::Device::new(Path::new("GED0"), vec![&ged_hid_name, &com_uid, &ged_crs_name, &evt]);
+    if cfg.ged_gsi.is_some() {
+        sb_children.push(&pwrb);
+        sb_children.push(&ged);
+    }
     let sb = aml::Scope::new(Path::new("\\_SB_"), sb_children);
     sb.to_aml_bytes(&mut body);
     let s5 = aml::Package::new(vec![&S5_SLEEP_TYPE, &aml::ZERO]);
@@ -197,6 +222,7 @@ mod tests {
             virtio: (0..devices)
                 .map(|i| MmioDeviceInfo { base: 0xd000_0000 + 0x1000 * i as u64, size: 0x1000, gsi: 5 + i as u32 })
                 .collect(),
+            ged_gsi: Some(22),
         }
     }
 
@@ -275,6 +301,9 @@ mod tests {
         assert!(has(b"LNRO0005\0"));
         assert!(has(b"VR00") && has(b"VR01") && has(b"VR02") && !has(b"VR03"));
         assert!(has(b"COM1") && has(b"_S5_"));
+        assert!(has(b"ACPI0013\0") && has(b"GED0") && has(b"PWRB") && has(b"_EVT"));
+        let without = dsdt(&AcpiConfig { ged_gsi: None, ..cfg(1, 3) });
+        assert!(!without.windows(4).any(|w| w == b"GED0"));
         // The third device's window base, little-endian, inside a Memory32Fixed descriptor (0x86).
         assert!(has(&[0x86, 9, 0, 1, 0x00, 0x20, 0x00, 0xd0]));
     }
@@ -307,5 +336,8 @@ mod tests {
         assert!(dsl.contains("Device (VR03)"), "{dsl}");
         assert!(dsl.contains("EisaId (\"PNP0501\")"), "{dsl}");
         assert!(dsl.contains("Name (_S5"), "{dsl}");
+        assert!(dsl.contains("\"ACPI0013\""), "{dsl}");
+        assert!(dsl.contains("EisaId (\"PNP0C0C\")"), "{dsl}");
+        assert!(dsl.contains("Notify (\\_SB.PWRB, 0x80)"), "{dsl}");
     }
 }

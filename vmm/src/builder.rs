@@ -20,7 +20,7 @@ use crate::devices::virtio::block::{Block, Disk};
 use crate::devices::virtio::console::Console;
 use crate::devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::rng::Rng;
-use crate::memory::{self, VIRTIO_IRQ_BASE, VIRTIO_MAX_DEVICES, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
+use crate::memory::{self, GED_GSI, VIRTIO_IRQ_BASE, VIRTIO_MAX_DEVICES, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
 use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
 use crate::vstate::{ExitReason, ExitSignal};
@@ -114,6 +114,7 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
 /// A VM whose vCPUs run; [`RunningVm::wait`] blocks until it ends.
 pub struct RunningVm {
     exit: ExitSignal,
+    power_button: EventFd,
     // Kept alive for the VM's lifetime: memory mappings, device threads, the VM fd.
     _vm: Vm,
     _mem: vm_memory::GuestMemoryMmap,
@@ -140,6 +141,17 @@ impl RunningVm {
     /// The VM's exit signal (to end it from outside, e.g. a signal handler or control socket).
     pub fn exit_signal(&self) -> &ExitSignal {
         &self.exit
+    }
+
+    /// Presses the ACPI power button: the guest agent powers the VM off cleanly (the VM then ends with
+    /// [`ExitReason::PowerOff`]).
+    pub fn press_power_button(&self) -> std::io::Result<()> {
+        self.power_button.write(1)
+    }
+
+    /// The power button's eventfd (writing 1 presses it; safe to do from a signal handler).
+    pub fn power_button_fd(&self) -> std::os::fd::RawFd {
+        std::os::fd::AsRawFd::as_raw_fd(&self.power_button)
     }
 }
 
@@ -203,12 +215,16 @@ pub fn start(cfg: &VmConfig) -> Result<RunningVm, BuildError> {
         infos.push(MmioDeviceInfo { base, size: VIRTIO_MMIO_SIZE, gsi });
     }
 
+    let power_button = EventFd::new(libc::EFD_NONBLOCK).map_err(io("power button irqfd"))?;
+    vm.fd.register_irqfd(&power_button, GED_GSI).map_err(|e| BuildError::Kvm("KVM_IRQFD", e))?;
+
     acpi::write_tables(
         &mem,
         &AcpiConfig {
             vcpus: cfg.vcpus,
             serial: SerialInfo { port: legacy_serial_port(), irq: legacy_serial_irq() },
             virtio: infos,
+            ged_gsi: Some(GED_GSI),
         },
     )?;
     let info = boot::load_linux(&mem, &cfg.kernel, cfg.initramfs.as_deref(), &cfg.cmdline)?;
@@ -222,7 +238,7 @@ pub fn start(cfg: &VmConfig) -> Result<RunningVm, BuildError> {
         let vcpu = Vcpu { fd, index: i, pio: pio.clone(), mmio: mmio.clone(), exit: exit.clone() };
         vcpu.spawn().map_err(io("vCPU thread"))?;
     }
-    Ok(RunningVm { exit, _vm: vm, _mem: mem, _mmio: mmio })
+    Ok(RunningVm { exit, power_button, _vm: vm, _mem: mem, _mmio: mmio })
 }
 
 fn legacy_serial_port() -> u16 {

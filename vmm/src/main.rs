@@ -1,9 +1,11 @@
 //! The `boxyard-vmm` binary: one process runs one microVM until the guest powers off, resets or fails.
 //!
 //! Exit status: 0 when the guest powered off or reset, 1 when the VM failed, 2 for a bad command line or a VM that
-//! could not be built.
+//! could not be built. SIGTERM presses the guest's ACPI power button (a graceful stop: the guest agent powers off,
+//! the process then exits 0); SIGKILL is the hard stop.
 
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
@@ -66,6 +68,25 @@ fn parse_disk(s: &str) -> anyhow::Result<DiskConfig> {
     Ok(DiskConfig { path, read_only, serial })
 }
 
+/// The power button eventfd the SIGTERM handler writes to (-1 before the VM exists).
+static POWER_BUTTON_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_sigterm(_sig: libc::c_int) {
+    let fd = POWER_BUTTON_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) on an eventfd with an 8-byte buffer is async-signal-safe.
+        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    }
+}
+
+/// Routes SIGTERM to the power button.
+fn install_sigterm(fd: std::os::fd::RawFd) {
+    POWER_BUTTON_FD.store(fd, Ordering::Relaxed);
+    // SAFETY: installs a handler that only calls write(2).
+    unsafe { libc::signal(libc::SIGTERM, on_sigterm as *const () as libc::sighandler_t) };
+}
+
 fn cpu_time_ms() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: a valid timespec out-pointer.
@@ -107,6 +128,7 @@ fn run(started: Instant) -> anyhow::Result<i32> {
         std::fs::write(p, format!("{}\n", std::process::id())).with_context(|| format!("{}", p.display()))?;
     }
     let vm = builder::start(&cfg)?;
+    install_sigterm(vm.power_button_fd());
     if args.timing {
         match builder::first_entry_within(builder::FIRST_ENTRY_WAIT) {
             Some(t) => eprintln!(

@@ -48,6 +48,8 @@ pub const VIRTIO_MMIO_SIZE: u64 = 0x1000;
 pub const VIRTIO_IRQ_BASE: u32 = 5;
 /// Largest number of virtio-mmio devices (GSIs 5..=23 of the IOAPIC, keeping some spare).
 pub const VIRTIO_MAX_DEVICES: usize = 16;
+/// GSI of the ACPI Generic Event Device (the power button), above the virtio devices' GSIs 5..=20.
+pub const GED_GSI: u32 = 22;
 /// The IOAPIC's MMIO base (the architectural default).
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
 /// The local APICs' MMIO base (the architectural default).

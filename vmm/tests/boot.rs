@@ -1,5 +1,6 @@
 //! Boots the real guest image (Debian cloud kernel + the guest agent initramfs + the busybox root image) with
-//! `boxyard-vmm` and waits for the guest agent to answer the session handshake on the agent socket.
+//! `boxyard-vmm`, waits for the guest agent to answer the session handshake on the agent socket, then stops it
+//! gracefully (SIGTERM → ACPI power button → the agent powers off → the VMM exits 0).
 //!
 //! Where it runs: directly on a host with hardware virtualization (vmx/svm) and /dev/kvm, or inside the nested-KVM
 //! harness (BOXYARD_NESTED=1). Elsewhere the test re-runs itself inside `scripts/nested-kvm.sh`. It reports a
@@ -139,8 +140,8 @@ fn console_text(vmm: &Vmm) -> String {
 }
 
 #[test]
-fn guest_boots_to_agent_ready_on_1_and_2_vcpus() {
-    const NAME: &str = "guest_boots_to_agent_ready_on_1_and_2_vcpus";
+fn guest_boots_to_agent_ready_and_powers_off_on_1_and_2_vcpus() {
+    const NAME: &str = "guest_boots_to_agent_ready_and_powers_off_on_1_and_2_vcpus";
     let Some(img) = image() else {
         eprintln!("SKIP {NAME}: guest image not built (scripts/build-guest.sh, scripts/build-rootfs.sh)");
         return;
@@ -156,8 +157,23 @@ fn guest_boots_to_agent_ready_on_1_and_2_vcpus() {
         let mut vmm = start_vmm(&img, dir.path(), cpus, &[], cpus == 1);
         let ready = agent_ready(&mut vmm, &dir.path().join("agent.sock"), started + Duration::from_secs(240));
         eprintln!("{cpus} vCPU(s): VMM start to agent READY in {:.2} s", ready.duration_since(started).as_secs_f64());
-        let console = console_text(&vmm);
         assert!(vmm.child.try_wait().unwrap().is_none(), "VMM still running with the agent up");
+
+        // Graceful stop: SIGTERM presses the ACPI power button, the agent powers off, the VMM exits 0.
+        let pressed = Instant::now();
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(vmm.child.id() as i32, libc::SIGTERM) };
+        let status = loop {
+            if let Some(s) = vmm.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(pressed.elapsed() < Duration::from_secs(120), "no power-off after the power button");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        eprintln!("{cpus} vCPU(s): power button to VMM exit in {:.2} s", pressed.elapsed().as_secs_f64());
+        let console = console_text(&vmm);
+        assert!(status.success(), "VMM exit status {status:?} after a graceful power-off; console:\n{console}");
+        assert!(console.contains("reboot: Power down"), "{console}");
         if cpus == 2 {
             assert!(console.contains("Linux version"), "{console}");
             assert!(console.contains("smp: Brought up 1 node, 2 CPUs"), "{console}");

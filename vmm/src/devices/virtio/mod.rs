@@ -11,6 +11,8 @@
 pub mod block;
 pub mod console;
 pub mod event_loop;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod mmio;
 pub mod rng;
 #[cfg(test)]
