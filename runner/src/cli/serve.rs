@@ -22,6 +22,8 @@ use super::units::{parse_duration, parse_size};
 pub enum BackendArg {
     /// QEMU microVMs (KVM acceleration with hardware virtualization, TCG otherwise).
     Qemu,
+    /// Our own KVM monitor, boxyard-vmm (needs hardware virtualization; see --vmm-binary).
+    Kvm,
     /// TESTS AND DEVELOPMENT ONLY: the guest agent runs as a host process, with no VM and no isolation.
     Local,
 }
@@ -224,6 +226,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
     };
     let backend: Arc<dyn VmBackend> = match args.backend {
         BackendArg::Qemu => Arc::new(args.guest.backend()),
+        BackendArg::Kvm => Arc::new(args.guest.kvm_backend()?),
         BackendArg::Local => {
             let b = match &args.guest_binary {
                 Some(p) => LocalBackend { guest_binary: p.clone() },
