@@ -8,6 +8,7 @@
 //! - [`bus`]: dispatch of port I/O and MMIO exits to devices;
 //! - [`devices`]: legacy devices (serial, RTC, i8042, ACPI power) and virtio devices behind the virtio-mmio transport;
 //! - [`vstate`]: the KVM VM and its vCPU threads;
+//! - [`seccomp`]: the system-call filter of the running VMM;
 //! - [`builder`]: assembles a VM from a [`builder::VmConfig`] and runs it to its end.
 
 pub mod acpi;
@@ -16,4 +17,5 @@ pub mod builder;
 pub mod bus;
 pub mod devices;
 pub mod memory;
+pub mod seccomp;
 pub mod vstate;

@@ -2,7 +2,8 @@
 //!
 //! Exit status: 0 when the guest powered off or reset, 1 when the VM failed, 2 for a bad command line or a VM that
 //! could not be built. SIGTERM presses the guest's ACPI power button (a graceful stop: the guest agent powers off,
-//! the process then exits 0); SIGKILL is the hard stop.
+//! the process then exits 0); SIGKILL is the hard stop. Once the VM is built, a seccomp filter limits every thread to
+//! the system calls the running VMM needs (`--no-seccomp` for development).
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -52,6 +53,9 @@ struct Args {
     /// Print start-up timings to stderr.
     #[arg(long)]
     timing: bool,
+    /// DEVELOPMENT ONLY: run without the seccomp filter.
+    #[arg(long)]
+    no_seccomp: bool,
 }
 
 fn parse_disk(s: &str) -> anyhow::Result<DiskConfig> {
@@ -127,8 +131,14 @@ fn run(started: Instant) -> anyhow::Result<i32> {
     if let Some(p) = &args.pid_file {
         std::fs::write(p, format!("{}\n", std::process::id())).with_context(|| format!("{}", p.display()))?;
     }
+    let filter = boxyard_vmm::seccomp::filter()?;
     let vm = builder::start(&cfg)?;
     install_sigterm(vm.power_button_fd());
+    if args.no_seccomp {
+        eprintln!("boxyard-vmm: WARNING: --no-seccomp: the VMM runs without its system-call filter");
+    } else {
+        boxyard_vmm::seccomp::apply(&filter)?;
+    }
     if args.timing {
         match builder::first_entry_within(builder::FIRST_ENTRY_WAIT) {
             Some(t) => eprintln!(
