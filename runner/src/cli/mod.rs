@@ -154,6 +154,18 @@ impl GuestOptions {
         }
     }
 
+    /// `--backend auto`: the kvm backend where the CPU has hardware virtualization, /dev/kvm exists and
+    /// boxyard-vmm is available; QEMU otherwise (TCG without hardware virtualization).
+    pub fn auto_backend(&self) -> std::sync::Arc<dyn boxyard_runner::vm::VmBackend> {
+        if boxyard_runner::hostcaps::hardware_virtualization() && std::path::Path::new("/dev/kvm").exists() {
+            match self.kvm_backend() {
+                Ok(b) => return std::sync::Arc::new(b),
+                Err(e) => tracing::warn!("backend auto: {e:#}; using QEMU"),
+            }
+        }
+        std::sync::Arc::new(self.backend())
+    }
+
     pub fn image(&self) -> GuestImage {
         let from_dir = GuestImage::from_dir(&self.guest_dir);
         GuestImage {

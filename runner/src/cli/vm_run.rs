@@ -22,7 +22,7 @@ pub struct RunArgs {
     #[command(flatten)]
     pub vm: VmOptions,
     /// VM backend: QEMU, or our own KVM monitor (boxyard-vmm; needs hardware virtualization).
-    #[arg(long, value_enum, default_value = "qemu")]
+    #[arg(long, value_enum, default_value = "auto")]
     pub backend: RunBackend,
     /// Persistent writable disk (ext4 image) for the box's changes; created with --disk-size if missing.
     /// Without it the VM gets a fresh disk that is deleted afterwards.
@@ -143,6 +143,8 @@ pub fn exit_status(r: &ExecResult) -> u8 {
 /// The backends `vm run` can boot with.
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 pub enum RunBackend {
+    /// kvm where the CPU has hardware virtualization (and boxyard-vmm is installed), QEMU otherwise.
+    Auto,
     /// QEMU (KVM with hardware virtualization, TCG otherwise).
     Qemu,
     /// boxyard-vmm on /dev/kvm.
@@ -150,9 +152,10 @@ pub enum RunBackend {
 }
 
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let backend: Box<dyn VmBackend> = match args.backend {
-        RunBackend::Qemu => Box::new(args.vm.guest.backend()),
-        RunBackend::Kvm => Box::new(args.vm.guest.kvm_backend()?),
+    let backend: std::sync::Arc<dyn VmBackend> = match args.backend {
+        RunBackend::Auto => args.vm.guest.auto_backend(),
+        RunBackend::Qemu => std::sync::Arc::new(args.vm.guest.backend()),
+        RunBackend::Kvm => std::sync::Arc::new(args.vm.guest.kvm_backend()?),
     };
     let image = args.vm.guest.image();
     let run_dir = tempfile::Builder::new().prefix("boxyard-vm-").tempdir().context("create a run directory")?;
