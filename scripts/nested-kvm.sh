@@ -14,7 +14,8 @@ to the current directory and runs CMD there as root. CMD's stdout and stderr com
 L1 serial console, kernel messages suppressed); the script exits with CMD's exit status, 124 when the timeout hit,
 125 when L1 failed before running CMD.
 
-Inside, the file /dev/kvm is hardware-style KVM (kvm_amd, npt=1), and BOXYARD_NESTED=1 is set.
+Inside, the file /dev/kvm is hardware-style KVM (kvm_amd, npt=1), and BOXYARD_NESTED=1 is set. The caller's
+environment is not carried in (only HOME=/root and a standard PATH): put what CMD needs on its command line.
 
 Options:
   --mem MIB       L1 memory (default 2048)
