@@ -10,6 +10,7 @@
 #   cmake, libclang-dev, pkg-config, build-essential
 #                     build mountpoint-s3-client's AWS C runtime (bindgen needs libclang)
 #   ca-certificates   TLS to the package registries
+#   acpica-tools      iasl: boxyard-vmm's test disassembles the DSDT it generates
 #   postgresql-15     initdb/pg_ctl/postgres for the throwaway clusters of the control-plane tests and the local
 #                     stack (the tests find them in PATH or /usr/lib/postgresql/15/bin; no server is started here)
 #   systemd           systemd-analyze, which verifies the units in deploy/systemd (tests/systemd.rs; nothing is
@@ -17,7 +18,7 @@
 set -euo pipefail
 
 packages=(qemu-system-x86 e2fsprogs busybox-static kmod cpio cmake libclang-dev pkg-config build-essential
-  ca-certificates postgresql-15 systemd)
+  ca-certificates acpica-tools postgresql-15 systemd)
 
 missing=()
 for p in "${packages[@]}"; do

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use boxyard_runner::launch::GuestImage;
+use boxyard_runner::vm::kvm::KvmBackend;
 use boxyard_runner::vm::qemu::{Accel, Machine, QemuBackend};
 
 /// Exit status when the runner itself failed (not the command), as `docker run` does.
@@ -110,6 +111,9 @@ pub struct GuestOptions {
     /// QEMU binary.
     #[arg(long, default_value = "qemu-system-x86_64")]
     pub qemu: PathBuf,
+    /// The `boxyard-vmm` binary of the kvm backend (default: beside this binary).
+    #[arg(long, env = "BOXYARD_VMM")]
+    pub vmm_binary: Option<PathBuf>,
     /// Seconds to wait for the guest agent after starting the VM.
     #[arg(long, default_value_t = 60)]
     pub boot_timeout: u64,
@@ -134,6 +138,32 @@ impl GuestOptions {
             },
             tsc_khz: boxyard_runner::hostcaps::tsc_khz(),
         }
+    }
+
+    /// The kvm backend (our own monitor, `boxyard-vmm`).
+    pub fn kvm_backend(&self) -> anyhow::Result<KvmBackend> {
+        if !boxyard_runner::hostcaps::hardware_virtualization() {
+            tracing::warn!(
+                "kvm backend without hardware virtualization (no vmx/svm): a software /dev/kvm cannot boot the guest"
+            );
+        }
+        match &self.vmm_binary {
+            Some(p) => Ok(KvmBackend { binary: p.clone() }),
+            None => KvmBackend::beside_current_exe()
+                .ok_or_else(|| anyhow::anyhow!("no boxyard-vmm beside this binary: build it or pass --vmm-binary")),
+        }
+    }
+
+    /// `--backend auto`: the kvm backend where the CPU has hardware virtualization, /dev/kvm exists and
+    /// boxyard-vmm is available; QEMU otherwise (TCG without hardware virtualization).
+    pub fn auto_backend(&self) -> std::sync::Arc<dyn boxyard_runner::vm::VmBackend> {
+        if boxyard_runner::hostcaps::hardware_virtualization() && std::path::Path::new("/dev/kvm").exists() {
+            match self.kvm_backend() {
+                Ok(b) => return std::sync::Arc::new(b),
+                Err(e) => tracing::warn!("backend auto: {e:#}; using QEMU"),
+            }
+        }
+        std::sync::Arc::new(self.backend())
     }
 
     pub fn image(&self) -> GuestImage {

@@ -21,8 +21,12 @@ use super::units::{parse_duration, parse_size};
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 pub enum BackendArg {
+    /// kvm where the CPU has hardware virtualization (and boxyard-vmm is installed), QEMU otherwise.
+    Auto,
     /// QEMU microVMs (KVM acceleration with hardware virtualization, TCG otherwise).
     Qemu,
+    /// Our own KVM monitor, boxyard-vmm (needs hardware virtualization; see --vmm-binary).
+    Kvm,
     /// TESTS AND DEVELOPMENT ONLY: the guest agent runs as a host process, with no VM and no isolation.
     Local,
 }
@@ -37,7 +41,7 @@ pub struct ServeArgs {
     #[arg(long, env = "BOXYARD_RUNNER_LISTEN", default_value = "127.0.0.1:7443")]
     pub listen: String,
     /// VM backend.
-    #[arg(long, value_enum, env = "BOXYARD_RUNNER_BACKEND", default_value = "qemu")]
+    #[arg(long, value_enum, env = "BOXYARD_RUNNER_BACKEND", default_value = "auto")]
     pub backend: BackendArg,
     /// The guest agent binary for the local backend (default: boxyard-guest beside this binary).
     #[arg(long, env = "BOXYARD_GUEST_BIN")]
@@ -228,7 +232,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<u8> {
         _ => bail!("the runner API is served over TLS: pass --tls-cert and --tls-key, or --tls-dev for development"),
     };
     let backend: Arc<dyn VmBackend> = match args.backend {
+        BackendArg::Auto => args.guest.auto_backend(),
         BackendArg::Qemu => Arc::new(args.guest.backend()),
+        BackendArg::Kvm => Arc::new(args.guest.kvm_backend()?),
         BackendArg::Local => {
             let b = match &args.guest_binary {
                 Some(p) => LocalBackend { guest_binary: p.clone() },

@@ -21,6 +21,9 @@ use super::VmOptions;
 pub struct RunArgs {
     #[command(flatten)]
     pub vm: VmOptions,
+    /// VM backend: QEMU, or our own KVM monitor (boxyard-vmm; needs hardware virtualization).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub backend: RunBackend,
     /// Persistent writable disk (ext4 image) for the box's changes; created with --disk-size if missing.
     /// Without it the VM gets a fresh disk that is deleted afterwards.
     #[arg(long)]
@@ -115,8 +118,23 @@ pub fn exit_status(r: &ExecResult) -> u8 {
     }
 }
 
+/// The backends `vm run` can boot with.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum RunBackend {
+    /// kvm where the CPU has hardware virtualization (and boxyard-vmm is installed), QEMU otherwise.
+    Auto,
+    /// QEMU (KVM with hardware virtualization, TCG otherwise).
+    Qemu,
+    /// boxyard-vmm on /dev/kvm.
+    Kvm,
+}
+
 pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
-    let backend = args.vm.guest.backend();
+    let backend: std::sync::Arc<dyn VmBackend> = match args.backend {
+        RunBackend::Auto => args.vm.guest.auto_backend(),
+        RunBackend::Qemu => std::sync::Arc::new(args.vm.guest.backend()),
+        RunBackend::Kvm => std::sync::Arc::new(args.vm.guest.kvm_backend()?),
+    };
     let image = args.vm.guest.image();
     let run_dir = tempfile::Builder::new().prefix("boxyard-vm-").tempdir().context("create a run directory")?;
     let disk = match &args.disk {
@@ -143,7 +161,7 @@ pub async fn run(args: RunArgs) -> anyhow::Result<u8> {
         run_dir: run_dir.path().to_path_buf(),
         extra_kernel_args: args.vm.guest.kernel_args.clone(),
     };
-    let mut launched = match launch(&backend, spec, Duration::from_secs(args.vm.guest.boot_timeout)).await {
+    let mut launched = match launch(backend.as_ref(), spec, Duration::from_secs(args.vm.guest.boot_timeout)).await {
         Ok(l) => l,
         Err(e) => {
             if args.keep_run_dir {

@@ -10,6 +10,7 @@
 //! A VM's runtime files (agent socket, control socket, console log, pid file) live in its own directory
 //! ([`VmSpec::run_dir`]), so that a restarted runner can find and re-adopt VMs that outlived it.
 
+pub mod kvm;
 pub mod local;
 pub mod process;
 pub mod qemu;

@@ -1,0 +1,239 @@
+//! The `kvm` backend: one `boxyard-vmm` process (our own KVM monitor, `vmm/`) per VM.
+//!
+//! - Devices and files match the QEMU backend's: the read-only root disk (`boxyard-root`), the writable disk
+//!   (`boxyard-rw`), the agent port `boxyard.agent` as `run_dir/agent.sock` (the VMM listens), the serial console in
+//!   `run_dir/console.log`; the VMM's own messages go to `run_dir/vmm.log`, its pid to `run_dir/vmm.pid`.
+//! - Graceful stop is SIGTERM: the VMM presses the guest's ACPI power button and exits 0 after the clean power-off;
+//!   kill is SIGKILL.
+//! - The VMM runs in its own session, so it outlives the runner, which re-adopts it by pid file (the pid is trusted
+//!   only while the process's command line names the VM's run directory, which `--pid-file` puts there).
+//! - Only for hosts with hardware virtualization: a software /dev/kvm cannot boot a stock kernel (see hostcaps).
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use tokio::process::Command;
+
+use super::process::{VmProcess, read_pid_file, slot_status};
+use super::qemu::cmdline::BASE_KERNEL_ARGS;
+use super::{Vm, VmBackend, VmError, VmSpec, VmStatus};
+
+/// Creates `boxyard-vmm` VMs.
+#[derive(Clone, Debug)]
+pub struct KvmBackend {
+    /// The `boxyard-vmm` binary.
+    pub binary: PathBuf,
+}
+
+impl KvmBackend {
+    /// `boxyard-vmm` beside the running executable, if it is there.
+    pub fn beside_current_exe() -> Option<Self> {
+        let p = std::env::current_exe().ok()?.with_file_name("boxyard-vmm");
+        p.is_file().then_some(Self { binary: p })
+    }
+}
+
+/// The VMM's arguments for `spec` (a pure function, tested without KVM).
+pub fn args(spec: &VmSpec) -> Vec<String> {
+    let mut kernel_args: Vec<String> = BASE_KERNEL_ARGS.iter().map(|s| s.to_string()).collect();
+    // Every device is virtio-mmio from the DSDT: no PCI to probe.
+    kernel_args.push("pci=off".into());
+    kernel_args.extend(spec.extra_kernel_args.iter().cloned());
+    let run = |name: &str| spec.run_dir.join(name).display().to_string();
+    let mut a = vec![
+        "--kernel".into(),
+        spec.kernel.display().to_string(),
+        "--initramfs".into(),
+        spec.initramfs.display().to_string(),
+        "--cmdline".into(),
+        kernel_args.join(" "),
+        "--cpus".into(),
+        spec.vcpus.to_string(),
+        "--memory".into(),
+        spec.memory_mib.to_string(),
+        "--disk".into(),
+        format!("{},serial=boxyard-root,ro", spec.root_image.display()),
+    ];
+    if let Some(d) = &spec.writable_disk {
+        a.extend(["--disk".into(), format!("{},serial=boxyard-rw", d.display())]);
+    }
+    a.extend([
+        "--agent-socket".into(),
+        spec.agent_socket().display().to_string(),
+        "--console-log".into(),
+        spec.console_log().display().to_string(),
+        "--pid-file".into(),
+        run("vmm.pid"),
+    ]);
+    a
+}
+
+#[async_trait::async_trait]
+impl VmBackend for KvmBackend {
+    fn name(&self) -> String {
+        "kvm".into()
+    }
+
+    async fn create(&self, spec: VmSpec) -> Result<Box<dyn Vm>, VmError> {
+        spec.validate()?;
+        spec.validate_boot_files()?;
+        if spec.vcpus > 32 {
+            return Err(VmError::InvalidSpec(format!("the kvm backend boots at most 32 vCPUs, not {}", spec.vcpus)));
+        }
+        Ok(Box::new(KvmVm { backend: self.clone(), spec, process: None }))
+    }
+
+    async fn adopt(&self, spec: VmSpec) -> Result<Option<Box<dyn Vm>>, VmError> {
+        let Some(pid) = read_pid_file(&spec.run_dir.join("vmm.pid")) else { return Ok(None) };
+        let marker = spec.run_dir.display().to_string();
+        Ok(VmProcess::adopt(pid, &marker)
+            .map(|p| Box::new(KvmVm { backend: self.clone(), spec, process: Some(p) }) as Box<dyn Vm>))
+    }
+}
+
+/// One `boxyard-vmm` VM.
+pub struct KvmVm {
+    backend: KvmBackend,
+    spec: VmSpec,
+    process: Option<VmProcess>,
+}
+
+impl KvmVm {
+    fn cleanup(&self) {
+        for f in [self.spec.agent_socket(), self.spec.run_dir.join("vmm.pid")] {
+            let _ = std::fs::remove_file(f);
+        }
+    }
+
+    fn status_now(&mut self) -> VmStatus {
+        let (status, just_ended) = slot_status(&mut self.process);
+        if just_ended {
+            self.cleanup();
+        }
+        status
+    }
+
+    fn poll_exit(&mut self) -> Option<String> {
+        match self.status_now() {
+            VmStatus::Stopped { detail } => Some(detail),
+            _ => None,
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let s = std::fs::read_to_string(self.spec.run_dir.join("vmm.log")).unwrap_or_default();
+        let tail: Vec<&str> = s.lines().rev().take(5).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("; ")
+    }
+}
+
+#[async_trait::async_trait]
+impl Vm for KvmVm {
+    fn spec(&self) -> &VmSpec {
+        &self.spec
+    }
+
+    async fn start(&mut self) -> Result<(), VmError> {
+        if self.process.as_mut().is_some_and(|p| p.poll_exit().is_none()) {
+            return Ok(());
+        }
+        self.cleanup();
+        let log = std::fs::File::create(self.spec.run_dir.join("vmm.log"))?;
+        let mut cmd = Command::new(&self.backend.binary);
+        cmd.args(args(&self.spec)).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        self.process = Some(VmProcess::spawn(cmd, &self.backend.binary)?);
+        // The VMM binds the agent socket while building the VM; wait for it so callers can connect at once.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !self.spec.agent_socket().exists() {
+            if let Some(detail) = self.poll_exit() {
+                let tail = self.log_tail();
+                return Err(VmError::EarlyExit {
+                    detail: if tail.is_empty() { detail } else { format!("{detail}: {tail}") },
+                    log: self.spec.run_dir.join("vmm.log"),
+                });
+            }
+            if tokio::time::Instant::now() > deadline {
+                let _ = self.kill().await;
+                return Err(VmError::Control("boxyard-vmm did not create its agent socket within 10 s".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        Ok(())
+    }
+
+    async fn stop(&mut self, grace: Duration) -> Result<VmStatus, VmError> {
+        if self.process.is_none() || self.poll_exit().is_some() {
+            return Ok(self.status().await);
+        }
+        // SIGTERM presses the guest's power button.
+        if let Some(p) = self.process.as_mut() {
+            p.signal(Signal::SIGTERM);
+        }
+        match self.wait(grace).await {
+            s @ VmStatus::Stopped { .. } => Ok(s),
+            _ => self.kill().await,
+        }
+    }
+
+    async fn kill(&mut self) -> Result<VmStatus, VmError> {
+        if let Some(p) = self.process.as_mut() {
+            p.kill().await?;
+        }
+        self.cleanup();
+        Ok(self.status().await)
+    }
+
+    async fn wait(&mut self, timeout: Duration) -> VmStatus {
+        if let Some(p) = self.process.as_mut() {
+            p.wait(timeout).await;
+        }
+        self.status().await
+    }
+
+    async fn status(&mut self) -> VmStatus {
+        self.status_now()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(rw: Option<&str>) -> VmSpec {
+        VmSpec {
+            id: "b1".into(),
+            kernel: "/k".into(),
+            initramfs: "/i".into(),
+            root_image: "/r.ext4".into(),
+            writable_disk: rw.map(PathBuf::from),
+            vcpus: 2,
+            memory_mib: 512,
+            run_dir: PathBuf::from("/run/b1"),
+            extra_kernel_args: vec!["boxyard.debug".into()],
+        }
+    }
+
+    fn after<'a>(a: &'a [String], flag: &str) -> Vec<&'a str> {
+        a.windows(2).filter(|w| w[0] == flag).map(|w| w[1].as_str()).collect()
+    }
+
+    #[test]
+    fn arguments_name_the_disks_by_serial_and_the_run_directory_files() {
+        let a = args(&spec(Some("/w.ext4")));
+        assert_eq!(after(&a, "--disk"), vec!["/r.ext4,serial=boxyard-root,ro", "/w.ext4,serial=boxyard-rw"]);
+        assert_eq!(after(&a, "--agent-socket"), vec!["/run/b1/agent.sock"]);
+        assert_eq!(after(&a, "--console-log"), vec!["/run/b1/console.log"]);
+        assert_eq!(after(&a, "--pid-file"), vec!["/run/b1/vmm.pid"], "the adopt marker is in the command line");
+        assert_eq!((after(&a, "--cpus"), after(&a, "--memory")), (vec!["2"], vec!["512"]));
+        let cmdline = after(&a, "--cmdline")[0];
+        assert!(cmdline.starts_with("console=ttyS0 quiet"), "{cmdline}");
+        assert!(cmdline.ends_with("pci=off boxyard.debug"), "{cmdline}");
+    }
+
+    #[test]
+    fn without_a_writable_disk_only_the_root_disk_is_given() {
+        assert_eq!(after(&args(&spec(None)), "--disk"), vec!["/r.ext4,serial=boxyard-root,ro"]);
+    }
+}

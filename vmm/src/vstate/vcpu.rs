@@ -1,0 +1,81 @@
+//! vCPU threads: each runs `KVM_RUN` in a loop and hands port I/O and MMIO exits to the buses. A shutdown (triple
+//! fault), a KVM system event or an error ends the VM through the [`ExitSignal`]; the main thread then ends the
+//! process, so vCPU threads are never joined.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use kvm_ioctls::{VcpuExit, VcpuFd};
+
+use super::{ExitReason, ExitSignal};
+use crate::bus::Bus;
+
+/// When the boot vCPU first entered the guest (for start-up measurements).
+pub static FIRST_GUEST_ENTRY: OnceLock<Instant> = OnceLock::new();
+
+/// One vCPU and what its exits are dispatched to.
+pub struct Vcpu {
+    /// The KVM vCPU.
+    pub fd: VcpuFd,
+    /// Its index (= APIC ID).
+    pub index: u8,
+    /// Port I/O devices.
+    pub pio: Arc<Bus>,
+    /// MMIO devices.
+    pub mmio: Arc<Bus>,
+    /// Where the VM's end is reported.
+    pub exit: ExitSignal,
+}
+
+impl Vcpu {
+    /// Starts the vCPU's thread.
+    pub fn spawn(self) -> std::io::Result<std::thread::JoinHandle<()>> {
+        std::thread::Builder::new().name(format!("vcpu{}", self.index)).spawn(move || self.run())
+    }
+
+    fn run(mut self) {
+        loop {
+            if self.index == 0 {
+                FIRST_GUEST_ENTRY.get_or_init(Instant::now);
+            }
+            let reason = match self.fd.run() {
+                Ok(VcpuExit::IoIn(port, data)) => {
+                    self.pio.read(u64::from(port), data);
+                    None
+                }
+                Ok(VcpuExit::IoOut(port, data)) => {
+                    self.pio.write(u64::from(port), data);
+                    None
+                }
+                Ok(VcpuExit::MmioRead(addr, data)) => {
+                    self.mmio.read(addr, data);
+                    None
+                }
+                Ok(VcpuExit::MmioWrite(addr, data)) => {
+                    self.mmio.write(addr, data);
+                    None
+                }
+                Ok(VcpuExit::Hlt) => None,
+                Ok(VcpuExit::Shutdown) => Some(ExitReason::Reset),
+                Ok(VcpuExit::SystemEvent(kind, _)) => Some(match kind {
+                    kvm_bindings::KVM_SYSTEM_EVENT_SHUTDOWN => ExitReason::PowerOff,
+                    kvm_bindings::KVM_SYSTEM_EVENT_RESET => ExitReason::Reset,
+                    _ => ExitReason::Error,
+                }),
+                Ok(other) => {
+                    eprintln!("boxyard-vmm: vcpu{}: unhandled exit {other:?}", self.index);
+                    Some(ExitReason::Error)
+                }
+                Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => None,
+                Err(e) => {
+                    eprintln!("boxyard-vmm: vcpu{}: KVM_RUN: {e}", self.index);
+                    Some(ExitReason::Error)
+                }
+            };
+            if let Some(r) = reason {
+                self.exit.signal(r);
+                return;
+            }
+        }
+    }
+}
