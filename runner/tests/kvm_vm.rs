@@ -91,7 +91,8 @@ async fn kvm_backend_runs_commands_is_adopted_stops_gracefully_and_reports_a_kil
 
     // Graceful stop: the power button, the agent's clean power-off, exit status 0.
     let status = l.vm.stop(Duration::from_secs(60)).await.unwrap();
-    assert_eq!(status, VmStatus::Stopped { detail: "exit status: 0".into() });
+    let vmm_log = || std::fs::read_to_string(s.run_dir.join("vmm.log")).unwrap_or_default();
+    assert_eq!(status, VmStatus::Stopped { detail: "exit status: 0".into() }, "vmm.log:\n{}", vmm_log());
     assert!(matches!(adopted.wait(Duration::from_secs(5)).await, VmStatus::Stopped { .. }));
     let console = std::fs::read_to_string(s.console_log()).unwrap_or_default();
     assert!(console.contains("reboot: Power down"), "{console}");

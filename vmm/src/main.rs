@@ -137,6 +137,7 @@ fn run(started: Instant) -> anyhow::Result<i32> {
     if args.no_seccomp {
         eprintln!("boxyard-vmm: WARNING: --no-seccomp: the VMM runs without its system-call filter");
     } else {
+        boxyard_vmm::seccomp::report_blocked_calls();
         boxyard_vmm::seccomp::apply(&filter)?;
     }
     if args.timing {
