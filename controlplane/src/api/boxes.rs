@@ -106,13 +106,13 @@ pub async fn create(
             let st3 = st2.clone();
             let r = row.clone();
             tokio::spawn(async move {
-                if let Err(e) = boxes::place(&st3, &r).await {
+                if let Err(e) = crate::lifecycle::place::place(&st3, &r).await {
                     tracing::info!(box_id = %r.id, "placement failed: {e}");
                 }
             });
             return Ok((StatusCode::ACCEPTED, BoxView::from(row)));
         }
-        match boxes::place(&st2, &row).await {
+        match crate::lifecycle::place::place(&st2, &row).await {
             Ok(b) => Ok((StatusCode::CREATED, BoxView::from(b))),
             // The create failed as a whole: the box does not stay behind.
             Err(e) => Err(boxes::discard_failed_create(&st2, row.id, e).await),

@@ -2,22 +2,19 @@
 //! runner), start, stop, delete, lose. The API handlers and the reconciler call these; each decides the next state
 //! and writes it through the store, which checks the edge and the row's generation.
 
-use std::time::Duration;
-
 use axum::http::StatusCode;
 use boxyard_proto::runner as pb;
 use uuid::Uuid;
 
+use super::place::place;
+use super::{destroy_on_runner, retry_stale};
 use crate::error::{ApiError, ApiResult};
 use crate::machine::{BoxState, DesiredState};
 use crate::runners::{request, within};
-use crate::scheduler::{self, Demand, ScheduleError};
+use crate::scheduler::{self, Demand};
 use crate::state::AppState;
 use crate::store::boxes::{self as store, BoxRow, Change, NewBoxRow};
 use crate::store::{StoreError, executions as exec_store, orgs};
-
-/// How long DestroyBox gets before the destroy is left to the runner's next heartbeat.
-const DESTROY_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl BoxRow {
     /// What the box needs from a runner.
@@ -30,7 +27,8 @@ impl BoxRow {
         }
     }
 
-    fn spec(&self, snapshot: Option<pb::SnapshotRef>) -> pb::BoxSpec {
+    /// The spec the runner gets for this box.
+    pub(super) fn spec(&self, snapshot: Option<pb::SnapshotRef>) -> pb::BoxSpec {
         pb::BoxSpec {
             root: snapshot.map(pb::box_spec::Root::Snapshot),
             vcpus: self.vcpus as u32,
@@ -136,181 +134,6 @@ pub async fn discard_failed_create(st: &AppState, id: Uuid, e: ApiError) -> ApiE
             )
         }
     }
-}
-
-fn schedule_error(e: ScheduleError) -> ApiError {
-    match e {
-        ScheduleError::NoRunnerMatches(sel) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "no_runner_matches",
-            format!(
-                "no ready runner that takes new boxes matches the runner selector {sel}; check the labels, or wait \
-                 for such a runner (or for an admin to uncordon one)"
-            ),
-        )
-        .retry_after(30),
-        e @ ScheduleError::NoCapacity { .. } => {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "no_capacity", format!("{e}; retry later or ask for less"))
-                .retry_after(10)
-        }
-        ScheduleError::Store(e) => e.into(),
-    }
-}
-
-/// Whether a runner's refusal is about the request itself (retrying elsewhere would not help).
-/// (A corrupt snapshot image is the same in the bucket for every runner: no other runner is tried either.)
-fn is_request_error(e: &ApiError) -> bool {
-    matches!(e.status, StatusCode::UNPROCESSABLE_ENTITY | StatusCode::NOT_IMPLEMENTED) || e.code() == "snapshot_corrupt"
-}
-
-/// Places a `pending` box: picks runners, reserves, calls CreateBox; on a runner failure releases the reservation
-/// and tries the next candidate (at most `placement_attempts` runners). On final failure the box is `error` with the
-/// reason, and the error is returned.
-pub async fn place(st: &AppState, b: &BoxRow) -> ApiResult<BoxRow> {
-    let started = std::time::Instant::now();
-    let demand = b.demand();
-    let mut b = b.clone();
-    let mut tried: Vec<Uuid> = Vec::new();
-    let mut last: Option<ApiError> = None;
-    while tried.len() < st.config.placement_attempts {
-        let cands = match scheduler::candidates(&st.db, &st.config, &demand, &tried).await {
-            Ok(c) => c,
-            Err(e) => {
-                last = Some(schedule_error(e));
-                break;
-            }
-        };
-        let mut reserved = None;
-        for c in cands {
-            if let Some(row) = scheduler::reserve(&st.db, &st.config, &b, c.id, &demand, false).await? {
-                reserved = Some((c, row));
-                break;
-            }
-        }
-        let Some((c, row)) = reserved else {
-            last =
-                Some(schedule_error(ScheduleError::NoCapacity { vcpus: demand.vcpus, memory_mib: demand.memory_mib }));
-            break;
-        };
-        tried.push(c.id);
-        match create_on_runner(st, &row, c.id).await {
-            Ok(row) => {
-                st.metrics.placement("placed");
-                st.metrics.placement_seconds.observe(started.elapsed().as_secs_f64());
-                return Ok(row);
-            }
-            Err(Failure::Request(e)) => {
-                st.metrics.placement("rejected");
-                fail(st, b.id, &e.body.message).await?;
-                return Err(e);
-            }
-            Err(Failure::Runner(e)) => {
-                tracing::warn!(box_id = %b.id, runner = %c.name, "placement failed: {e}");
-                st.metrics.placement("runner_failed");
-                // Back to pending, off this runner; its heartbeat will get any half-created box destroyed.
-                match retry_stale(st, b.id, |cur| {
-                    (cur.state == BoxState::Starting && cur.runner_id == Some(c.id))
-                        .then(|| Change::to(BoxState::Pending).off_runner())
-                })
-                .await?
-                {
-                    Some(cur) if cur.state == BoxState::Running => return Ok(cur),
-                    Some(cur) => b = cur,
-                    None => return Err(ApiError::not_found("box", b.id)),
-                }
-                last = Some(e);
-            }
-        }
-    }
-    let e = last.unwrap_or_else(|| ApiError::unavailable("no_capacity", "no runner could take the box"));
-    st.metrics.placement(e.code());
-    fail(st, b.id, &e.body.message).await?;
-    Err(e)
-}
-
-/// Applies `decide(current)` to box `id`, re-reading it when another writer got there first. `decide` returns
-/// None when the box is already where it should be (or elsewhere for good). Ok(None): the box is deleted.
-async fn retry_stale(st: &AppState, id: Uuid, decide: impl Fn(&BoxRow) -> Option<Change>) -> ApiResult<Option<BoxRow>> {
-    for _ in 0..8 {
-        let Some(cur) = store::load(&st.db, id).await? else { return Ok(None) };
-        if cur.deleted_at.is_some() {
-            return Ok(None);
-        }
-        let Some(change) = decide(&cur) else { return Ok(Some(cur)) };
-        match store::transition(&st.db, &cur, change).await {
-            Ok(row) => return Ok(Some(row)),
-            Err(StoreError::Stale { .. }) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(StoreError::Stale { id }.into())
-}
-
-enum Failure {
-    /// The request is at fault (bad spec): no point trying elsewhere.
-    Request(ApiError),
-    /// The runner failed or was unreachable.
-    Runner(ApiError),
-}
-
-async fn create_on_runner(st: &AppState, b: &BoxRow, runner: Uuid) -> Result<BoxRow, Failure> {
-    let snapshot = match b.snapshot_id {
-        Some(sid) => Some(
-            crate::snapshots::load(&st.db, sid)
-                .await
-                .map_err(|e| Failure::Runner(e.into()))?
-                .ok_or_else(|| Failure::Request(ApiError::not_found("snapshot", sid)))?
-                .to_ref(),
-        ),
-        None => None,
-    };
-    let (_, mut client) = st.runners.for_runner(&st.db, runner).await.map_err(Failure::Runner)?;
-    let req = pb::CreateBoxRequest { box_id: b.id.to_string(), spec: Some(b.spec(snapshot)) };
-    let timeout = st.config.create_timeout;
-    let info = match within(timeout, client.create_box(request(req, timeout))).await {
-        Ok(i) => i,
-        Err(e) if is_request_error(&e) => return Err(Failure::Request(e)),
-        Err(e) => return Err(Failure::Runner(e)),
-    };
-    if info.state() != pb::BoxState::Running {
-        return Err(Failure::Runner(ApiError::new(
-            StatusCode::BAD_GATEWAY,
-            "boot_failed",
-            format!("the box did not start on its runner: {}", info.reason),
-        )));
-    }
-    let r = retry_stale(st, b.id, |cur| {
-        if cur.runner_id != Some(runner) {
-            return None;
-        }
-        match cur.state {
-            BoxState::Starting => Some(Change::to(BoxState::Running).started().observed(info.state_version)),
-            _ => None,
-        }
-    })
-    .await
-    .map_err(Failure::Runner)?;
-    match r {
-        Some(row) if row.runner_id == Some(runner) && row.state == BoxState::Running => Ok(row),
-        Some(row) => Err(Failure::Runner(ApiError::conflict(
-            "invalid_state",
-            format!("box {} changed while it was created (now {})", row.id, row.state),
-        ))),
-        None => {
-            // Deleted while it was being created: take it down again.
-            destroy_on_runner(st, b.id, runner).await;
-            Err(Failure::Request(ApiError::not_found("box", b.id)))
-        }
-    }
-}
-
-/// Marks a box that could not be placed as `error` (off any runner), with the reason.
-async fn fail(st: &AppState, id: Uuid, reason: &str) -> ApiResult<()> {
-    retry_stale(st, id, |cur| {
-        (cur.state != BoxState::Running).then(|| Change::to(BoxState::Error).off_runner().reason(reason))
-    })
-    .await?;
-    Ok(())
 }
 
 /// Starts a stopped box again on the runner that has its disk (or places again a box that never was).
@@ -469,21 +292,6 @@ pub async fn delete(st: &AppState, b: &BoxRow) -> ApiResult<()> {
         store::mark_destroyed(&st.db, b.id).await?;
     }
     Ok(())
-}
-
-/// Best effort: DestroyBox now; on failure the heartbeat reconciliation finishes the job.
-pub async fn destroy_on_runner(st: &AppState, id: Uuid, runner: Uuid) {
-    let r = async {
-        let (_, mut client) = st.runners.for_runner(&st.db, runner).await?;
-        let timeout = DESTROY_TIMEOUT.min(st.config.runner_call_timeout.max(Duration::from_secs(5)));
-        within(timeout, client.destroy_box(request(pb::BoxRef { box_id: id.to_string() }, timeout))).await?;
-        store::mark_destroyed(&st.db, id).await?;
-        Ok::<_, ApiError>(())
-    }
-    .await;
-    if let Err(e) = r {
-        tracing::info!(box_id = %id, "destroy deferred to the runner's next heartbeat: {e}");
-    }
 }
 
 /// Marks a box lost with `reason` (its runner went silent, or no longer has it): its reservation is released, its

@@ -176,7 +176,7 @@ async fn delete_expired(st: &AppState) -> Result<(), sqlx::Error> {
 /// Deleted boxes still on a reachable runner.
 async fn destroy_deleted(st: &AppState) -> Result<(), sqlx::Error> {
     for (b, r) in store::undestroyed(&st.db).await? {
-        boxes::destroy_on_runner(st, b, r).await;
+        crate::lifecycle::destroy_on_runner(st, b, r).await;
     }
     Ok(())
 }
