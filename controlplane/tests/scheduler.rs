@@ -130,3 +130,56 @@ async fn filtering_and_scoring() {
     let c = scheduler::candidates(&pool, cfg, &demand(1), &[gpu]).await.unwrap();
     assert_eq!(c.iter().map(|c| c.id).collect::<Vec<_>>(), vec![small]);
 }
+
+/// `runner_usage` (kept by a trigger, read to rank runners) equals the sum over each runner's reserved boxes
+/// after reservations, releases, state changes, moves and deletes.
+#[tokio::test(flavor = "multi_thread")]
+async fn runner_usage_always_equals_the_sum_over_reserved_boxes() {
+    let pg = Pg::start().unwrap_or_else(|e| panic!("{e}"));
+    let pool = setup(&pg).await;
+    let mut tx = pool.begin().await.unwrap();
+    let org = db::create_org(&mut tx, "o", &Quota::default()).await.unwrap();
+    tx.commit().await.unwrap();
+    let r1 = runner(&pool, "r1", 64, 1 << 20, json!({})).await;
+    let r2 = runner(&pool, "r2", 64, 1 << 20, json!({})).await;
+    let cfg = Config::default();
+    let mut boxes = Vec::new();
+    for i in 0..30 {
+        let b = pending_box(&pool, org, 1 + i % 3).await;
+        let on = if i % 2 == 0 { r1 } else { r2 };
+        boxes.push(scheduler::reserve(&pool, &cfg, &b, on, &demand(b.vcpus), false).await.unwrap().unwrap());
+    }
+    let check = |what: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let diff: Vec<(uuid::Uuid, i64, i64)> = sqlx::query_as(
+                "SELECT r.id, coalesce(u.vcpus, 0) - coalesce(s.vcpus, 0), coalesce(u.starting, 0) - coalesce(s.starting, 0)
+                   FROM runners r LEFT JOIN runner_usage u ON u.runner_id = r.id
+                   LEFT JOIN (SELECT runner_id, sum(vcpus)::bigint AS vcpus,
+                                     count(*) FILTER (WHERE state IN ('pending', 'starting')) AS starting
+                                FROM boxes WHERE reserved GROUP BY runner_id) s ON s.runner_id = r.id
+                  WHERE coalesce(u.vcpus, 0) <> coalesce(s.vcpus, 0) OR coalesce(u.memory_mib, 0) <> (
+                        SELECT coalesce(sum(memory_mib), 0) FROM boxes WHERE reserved AND runner_id = r.id)
+                     OR coalesce(u.starting, 0) <> coalesce(s.starting, 0)",
+            )
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+            assert!(diff.is_empty(), "{what}: runner_usage differs from the boxes: {diff:?}");
+        }
+    };
+    check("after reserving").await;
+    // Some boot (starting -> running), some stop (reservation released), some move, some are deleted.
+    for (i, b) in boxes.iter().enumerate() {
+        let q = match i % 4 {
+            0 => "UPDATE boxes SET state = 'running' WHERE id = $1",
+            1 => "UPDATE boxes SET state = 'stopped', reserved = false WHERE id = $1",
+            2 => "UPDATE boxes SET runner_id = (SELECT id FROM runners WHERE name = 'r1') WHERE id = $1",
+            _ => "DELETE FROM boxes WHERE id = $1",
+        };
+        sqlx::query(q).bind(b.id).execute(&pool).await.unwrap();
+    }
+    check("after changes").await;
+    sqlx::query("UPDATE boxes SET vcpus = vcpus + 1, memory_mib = memory_mib * 2").execute(&pool).await.unwrap();
+    check("after resizing").await;
+}

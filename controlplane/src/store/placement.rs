@@ -1,6 +1,7 @@
 //! The statements of placement: the load of every schedulable runner, and a reservation taken under the runner's
 //! row lock (so replicas placing at the same time serialize on it and never overbook a runner). A runner's usage
-//! is the sum over its reserved boxes, never a counter beside them.
+//! is the sum over its reserved boxes: the reservation computes it from them; ranking reads `runner_usage`, which a
+//! trigger keeps equal to that sum in the same transaction as every box change (migration 0005).
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -55,34 +56,31 @@ pub struct Want<'a> {
 /// are not excluded and have room for the box: the best `limit` by the scheduler's score (see
 /// `crate::scheduler`, which re-scores them), and whether any runner matched the labels at all.
 pub async fn schedulable(db: &PgPool, w: &Want<'_>) -> Result<(bool, Vec<RunnerLoad>), sqlx::Error> {
-    // One pass over the reservations of the matching runners only (a grouped join, not a per-runner subquery), the
-    // fit and the score in SQL, and only the best few rows back: the fleet can be large.
+    // Each runner's usage from `runner_usage` (kept by a trigger: one row per runner, no aggregate over its boxes),
+    // the fit and the score in SQL, and only the best few rows back: the fleet can be large. The reservation
+    // re-checks the fit against the boxes themselves.
     let rows: Vec<Shortlisted> = sqlx::query_as(
         "WITH m AS (
-                SELECT r.id, r.name, r.capacity_vcpus, r.capacity_memory_mib,
-                       ($2::text IS NOT NULL AND $2 = ANY(r.cached_snapshots)) AS has_snapshot
-                  FROM runners r
-                 WHERE r.state = 'ready' AND NOT r.draining AND NOT r.cordoned AND r.labels @> $1
-                   AND ($2::text IS NULL OR r.snapshots_enabled)),
-             used AS (
-                SELECT b.runner_id, sum(b.vcpus) AS vcpus, sum(b.memory_mib) AS mem,
-                       count(*) FILTER (WHERE b.state IN ('pending', 'starting')) AS starting
-                  FROM boxes b JOIN m ON m.id = b.runner_id WHERE b.reserved GROUP BY b.runner_id),
-             fit AS (
-                SELECT m.*, coalesce(u.vcpus, 0)::bigint AS used_vcpus, coalesce(u.mem, 0)::bigint AS used_memory_mib,
-                       coalesce(u.starting, 0)::bigint AS starting
-                  FROM m LEFT JOIN used u ON u.runner_id = m.id
-                 WHERE NOT (m.id = ANY($7))
-                   AND m.capacity_vcpus * $5 - coalesce(u.vcpus, 0) >= $3
-                   AND m.capacity_memory_mib * $6 - coalesce(u.mem, 0) >= $4
-                 ORDER BY (m.capacity_memory_mib * $6 - coalesce(u.mem, 0)) / greatest(m.capacity_memory_mib * $6, 1)
-                        + (m.capacity_vcpus * $5 - coalesce(u.vcpus, 0)) / greatest(m.capacity_vcpus * $5, 1)
-                        - 0.25 * coalesce(u.starting, 0)
-                        + CASE WHEN $2::text IS NOT NULL AND m.has_snapshot THEN 1.5 ELSE 0 END DESC
-                 LIMIT $8)
-             SELECT EXISTS (SELECT 1 FROM m) AS matched, f.id, f.name, f.capacity_vcpus, f.capacity_memory_mib,
-                    f.used_vcpus, f.used_memory_mib, f.starting, f.has_snapshot
-               FROM (SELECT 1) one LEFT JOIN fit f ON true",
+            SELECT r.id, r.name, r.capacity_vcpus, r.capacity_memory_mib,
+                   ($2::text IS NOT NULL AND $2 = ANY(r.cached_snapshots)) AS has_snapshot,
+                   coalesce(u.vcpus, 0) AS used_vcpus, coalesce(u.memory_mib, 0) AS used_memory_mib,
+                   coalesce(u.starting, 0) AS starting
+              FROM runners r LEFT JOIN runner_usage u ON u.runner_id = r.id
+             WHERE r.state = 'ready' AND NOT r.draining AND NOT r.cordoned AND r.labels @> $1
+               AND ($2::text IS NULL OR r.snapshots_enabled)),
+         fit AS (
+            SELECT m.* FROM m
+             WHERE NOT (m.id = ANY($7))
+               AND m.capacity_vcpus * $5 - m.used_vcpus >= $3
+               AND m.capacity_memory_mib * $6 - m.used_memory_mib >= $4
+             ORDER BY (m.capacity_memory_mib * $6 - m.used_memory_mib) / greatest(m.capacity_memory_mib * $6, 1)
+                    + (m.capacity_vcpus * $5 - m.used_vcpus) / greatest(m.capacity_vcpus * $5, 1)
+                    - 0.25 * m.starting
+                    + CASE WHEN $2::text IS NOT NULL AND m.has_snapshot THEN 1.5 ELSE 0 END DESC
+             LIMIT $8)
+         SELECT EXISTS (SELECT 1 FROM m) AS matched, f.id, f.name, f.capacity_vcpus, f.capacity_memory_mib,
+                f.used_vcpus, f.used_memory_mib, f.starting, f.has_snapshot
+           FROM (SELECT 1) one LEFT JOIN fit f ON true",
     )
     .bind(w.selector)
     .bind(w.snapshot)
