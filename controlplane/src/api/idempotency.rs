@@ -3,7 +3,7 @@
 //! The same key with another body is 422 `idempotency_key_reused`; a retry while the first is still running is 409
 //! `request_in_progress`. Outcomes a retry may change (5xx, 409, 429) are not stored, so the retry runs again.
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
@@ -59,7 +59,7 @@ pub async fn begin(st: &AppState, headers: &HeaderMap, org: Uuid, operation: &st
         (Some(s), Some(b)) => {
             let status = StatusCode::from_u16(s as u16).unwrap_or(StatusCode::OK);
             let mut resp = (status, axum::Json(b)).into_response();
-            resp.headers_mut().insert("idempotent-replayed", "true".parse().unwrap());
+            resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(Begin::Replay(resp))
         }
         _ => Err(ApiError::conflict(

@@ -3,7 +3,7 @@
 //! channel). Every call carries the runner's API token and the caller's trace context.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use boxyard_proto::runner::runner_client::RunnerClient;
@@ -50,7 +50,7 @@ pub struct RunnerClients {
 impl RunnerClients {
     /// A client for `ep` (cached; replaced when the endpoint changed).
     pub fn client(&self, ep: &RunnerEndpoint) -> Result<Client, ApiError> {
-        let mut cache = self.cache.lock().unwrap();
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((known, client)) = cache.get(&ep.id)
             && known == ep
         {
