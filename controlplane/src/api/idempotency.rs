@@ -11,6 +11,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::store::idempotency as store;
 
+/// The request header that carries the key (header names are matched case-insensitively).
 pub const HEADER: &str = "idempotency-key";
 
 /// A claimed key: call [`Claim::finish`] with the response.
@@ -19,6 +20,7 @@ pub struct Claim {
     key: String,
 }
 
+/// What a handler does with a request, once its key (if any) is looked up.
 pub enum Begin {
     /// No key given: run normally.
     None,
@@ -28,6 +30,8 @@ pub enum Begin {
     Replay(Response),
 }
 
+/// Looks up the request's key for `operation`: claims it if new, replays a stored response, or refuses a reused
+/// key (422) or one whose first request is still running (409, retry in a second).
 pub async fn begin(st: &AppState, headers: &HeaderMap, org: Uuid, operation: &str, hash: &[u8]) -> ApiResult<Begin> {
     let Some(v) = headers.get(HEADER) else { return Ok(Begin::None) };
     let key = v

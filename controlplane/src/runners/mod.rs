@@ -15,16 +15,23 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
+/// A gRPC client of one runner's API, with its token and trace context added to every call.
 pub type Client = RunnerClient<InterceptedService<Channel, CallContext>>;
 
 /// How to reach one runner (a row of `runners`).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RunnerEndpoint {
+    /// The runner's id.
     pub id: Uuid,
+    /// The runner's name, for messages.
     pub name: String,
+    /// `host:port` of the runner's API, as the runner last reported it.
     pub address: String,
+    /// The name the runner's TLS certificate must carry.
     pub tls_server_name: String,
+    /// The PEM certificate(s) the runner's certificate is verified against.
     pub tls_ca_pem: String,
+    /// The bearer token the runner expects on its API.
     pub api_token: String,
 }
 
@@ -42,6 +49,7 @@ impl Interceptor for CallContext {
     }
 }
 
+/// The replica's cache of runner clients, one per runner, keyed by runner id.
 #[derive(Default)]
 pub struct RunnerClients {
     cache: Mutex<HashMap<Uuid, (RunnerEndpoint, Client)>>,
