@@ -1,6 +1,8 @@
 //! The main path through the API gateway against real components (Postgres, control plane, a local-backend
 //! runner): create → exec → attach → exit result; attach resumed after cuts; stdin; files; idempotency.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod harness;
 
 use harness::*;

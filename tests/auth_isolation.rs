@@ -1,5 +1,7 @@
 //! Keys, roles, org isolation, quotas and bad input, against a real control plane and Postgres.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod harness;
 
 use harness::*;

@@ -1,6 +1,8 @@
 //! The `boxyard` CLI against a real stack (local backend): run streams both outputs and exits with the remote exit
 //! code; ls --json parses; logs replays; bad key, unknown box and unreachable server give one-line errors.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod harness;
 
 use std::process::Command;

@@ -1,6 +1,8 @@
 //! The whole path with a real microVM: API gateway → scheduler → runner (QEMU backend: KVM with hardware
 //! virtualization, TCG otherwise) → guest agent, and the output back over the WebSocket attach.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod harness;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! The fleet: runners that die or come back, several control-plane replicas on one database, and the database
 //! restarting under load. Real Postgres, real control-plane and runner processes.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod harness;
 
 use std::time::{Duration, Instant};

@@ -1,6 +1,8 @@
 //! Box lifecycle driven by the reconciler: auto-stop after idleness, deletion past the time-to-live, and runner
 //! cordon/drain as seen by placement.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod harness;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! endpoint that needs it answers within its deadline — reads from the stored record (marked stale), writes with
 //! 503 runner_unavailable and retry_after — and the runner picks up where it was once it thaws.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod harness;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! hundred kilobytes: a command streaming 20 MB gives the caller exactly the bytes and the exit code, and 3 MB of
 //! input reach the process exactly once.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod harness;
 
 use std::sync::Arc;

@@ -2,6 +2,8 @@
 //! and the runners): upload → active, boxes boot from them with their defaults, corrupt objects are refused, one
 //! download per image, eviction keeps images in use, org isolation, interrupted uploads, registration by key.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod harness;
 
 use std::time::{Duration, Instant};

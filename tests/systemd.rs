@@ -2,6 +2,8 @@
 //! notify protocol (READY once serving, WATCHDOG at half of WatchdogSec, STOPPING on SIGTERM) to a fake
 //! NOTIFY_SOCKET.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod harness;
 
 use std::os::unix::net::UnixDatagram;

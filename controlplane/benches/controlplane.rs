@@ -10,6 +10,8 @@
 //! Run: `cargo build --release --workspace && cargo bench -p boxyard-controlplane` (the bench starts its own Postgres
 //! cluster, control plane and runner from target/release); `-- scheduler`, `-- overhead` or `-- snapshot` run one.
 
+#![allow(clippy::unwrap_used)] // A benchmark: a failure ends it with its location.
+
 // The whole-system tests' harness: the same stack (boxyard-devstack) and API client.
 #[path = "../../tests/harness/mod.rs"]
 mod harness;

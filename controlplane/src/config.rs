@@ -5,6 +5,7 @@ use std::time::Duration;
 /// An org's limits (defined by the API contract; its `Default` is the platform's default quota).
 pub use boxyard_api::Quota;
 
+/// Timings, overcommit, retention and defaults of one control-plane replica (every replica should run with the same).
 #[derive(Debug, Clone)]
 pub struct Config {
     /// How often runners send heartbeats (told to them at registration and in every heartbeat answer).
@@ -17,8 +18,9 @@ pub struct Config {
     pub reconcile_interval: Duration,
     /// A box stuck in `pending` or `starting` for this long (its placing replica died) is placed again.
     pub placement_stale_after: Duration,
-    /// Capacity multipliers for the scheduler (1.0: no overcommit).
+    /// How many vCPUs the scheduler places per host CPU of a runner (1.0: no overcommit).
     pub cpu_overcommit: f64,
+    /// How much box memory the scheduler places per byte of a runner's memory (1.0: no overcommit).
     pub memory_overcommit: f64,
     /// Runners tried for one placement before giving up.
     pub placement_attempts: usize,
@@ -36,9 +38,11 @@ pub struct Config {
     pub idempotency_ttl: Duration,
     /// Quota given to new orgs.
     pub default_quota: Quota,
-    /// Defaults for new boxes.
+    /// vCPUs of a new box whose request names none.
     pub default_vcpus: u32,
+    /// Memory (MiB) of a new box whose request names none.
     pub default_memory_mib: u64,
+    /// Writable disk size (MiB) of a new box whose request names none.
     pub default_disk_mib: u64,
 }
 

@@ -9,37 +9,47 @@ use boxyard_api::error::codes;
 /// The JSON body of every error response (defined by the API contract, with the list of codes).
 pub use boxyard_api::ErrorBody;
 
+/// A failure as the client receives it: the HTTP status and the JSON error body (logged at `warn` when it is a 5xx).
 #[derive(Debug, Clone)]
 pub struct ApiError {
+    /// The HTTP status of the response.
     pub status: StatusCode,
+    /// The JSON body: code, message and `retry_after`.
     pub body: ErrorBody,
 }
 
+/// The result of a handler or of a lifecycle operation a handler calls.
 pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
+    /// An error with any status and code, without `retry_after`.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         ApiError { status, body: ErrorBody { code: code.into(), message: message.into(), retry_after: None } }
     }
 
+    /// Tells the client to retry after `secs` seconds (the body's `retry_after` and the `Retry-After` header).
     pub fn retry_after(mut self, secs: u64) -> Self {
         self.body.retry_after = Some(secs);
         self
     }
 
+    /// The same error with a more specific machine-readable code.
     pub fn with_code(mut self, code: &str) -> Self {
         self.body.code = code.into();
         self
     }
 
+    /// The machine-readable code the client will see.
     pub fn code(&self) -> &str {
         &self.body.code
     }
 
+    /// 400: the request cannot be read (malformed JSON, header or query), with its own code.
     pub fn bad_request(code: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message)
     }
 
+    /// 422 `invalid_request`: the request is well formed but a value is not acceptable.
     pub fn invalid(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, codes::INVALID_REQUEST, message)
     }
@@ -49,22 +59,27 @@ impl ApiError {
         Self::new(StatusCode::NOT_FOUND, codes::NOT_FOUND, format!("{what} {id} does not exist"))
     }
 
+    /// 409: the request clashes with the object's current state or with another object.
     pub fn conflict(code: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, code, message)
     }
 
+    /// 401: no credential, or one the control plane does not know.
     pub fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, codes::UNAUTHORIZED, message)
     }
 
+    /// 403: a known credential whose role does not allow the operation.
     pub fn forbidden(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, codes::FORBIDDEN, message)
     }
 
+    /// 503 with `retry_after` 1: a dependency (database, runner, S3) is unreachable for now.
     pub fn unavailable(code: &str, message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message).retry_after(1)
     }
 
+    /// 500 `internal`: a failure of the control plane itself.
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, codes::INTERNAL, message)
     }

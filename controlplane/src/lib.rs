@@ -12,6 +12,8 @@
 //! - [`runners`]: TLS connections to runner APIs;
 //! - [`db`]: connection, migrations, bootstrap; [`config`], [`error`], [`metrics`], [`state`].
 
+#![warn(missing_docs)]
+
 /// A query text assembled from constant fragments (column lists, state sets) with `format!`: never from input.
 /// Values always travel as bind parameters.
 macro_rules! sql {

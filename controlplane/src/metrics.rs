@@ -7,16 +7,21 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+/// The label of the HTTP response counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct StatusLabel {
+    /// The response's status code, as decimal digits ("200", "503").
     pub status: String,
 }
 
+/// The label of the placement counter.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct OutcomeLabel {
+    /// How the placement ended (placed, no_capacity, runner_failed, …).
     pub outcome: String,
 }
 
+/// The replica's metrics and the registry that exposes them under the `boxyard_` prefix.
 pub struct Metrics {
     registry: Registry,
     /// HTTP responses by status code.
@@ -68,10 +73,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Counts one placement that ended with `outcome`.
     pub fn placement(&self, outcome: &str) {
         self.placements.get_or_create(&OutcomeLabel { outcome: outcome.into() }).inc();
     }
 
+    /// Every metric in the Prometheus text exposition format (the body of `/metrics`).
     pub fn encode(&self) -> String {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String cannot fail");

@@ -1,6 +1,8 @@
 //! The scheduler's reservation against a real Postgres: many concurrent placements on one runner never exceed
 //! its capacity, and filtering/scoring pick the right runners.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use boxyard_controlplane::config::{Config, Quota};
 use boxyard_controlplane::scheduler::{self, Demand, ScheduleError};
 use boxyard_controlplane::store::boxes::BoxRow;

@@ -1,6 +1,8 @@
 //! The guest agent's API, exercised on the host in local test mode (`--listen-unix`): fast checks of every call.
 //! The same checks run inside real VMs in runner/tests/qemu_vm.rs.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Child, Command};

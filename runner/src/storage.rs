@@ -5,8 +5,8 @@
 //!
 //! Nothing is injected unless a test asks: in production [`Storage::run`] costs one uncontended lock check.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 /// Which files an operation belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +69,7 @@ impl Storage {
         let injected = self
             .fault
             .lock()
-            .unwrap()
+            .unwrap_or_else(PoisonError::into_inner)
             .as_ref()
             .filter(|x| x.areas.contains(&area) && x.ops.contains(&op))
             .map(|x| x.errno);
@@ -85,12 +85,12 @@ impl Storage {
 
     /// From now on, operations the fault covers fail (tests).
     pub fn inject(&self, fault: Fault) {
-        *self.fault.lock().unwrap() = Some(fault);
+        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = Some(fault);
     }
 
     /// Ends an injected fault: the disk "has space again".
     pub fn clear(&self) {
-        *self.fault.lock().unwrap() = None;
+        *self.fault.lock().unwrap_or_else(PoisonError::into_inner) = None;
     }
 
     /// Storage operations that failed since start.

@@ -1,5 +1,7 @@
 //! `boxyard-runner vm run` end to end: a real VM, the command's output and exit status.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod common;
 
 use std::process::Command;

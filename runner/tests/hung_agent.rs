@@ -2,6 +2,8 @@
 //! be): every runner call that needs the agent fails within its deadline (`--agent-timeout`) with a clear
 //! UNAVAILABLE, calls that do not need it answer at once, and the box can still be stopped and destroyed.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod harness;
 
 use std::time::{Duration, Instant};

@@ -5,6 +5,8 @@
 //! elsewhere it re-runs itself inside `scripts/nested-kvm.sh`. It needs `boxyard-vmm` built into the same target
 //! directory (`cargo build --workspace` does) and reports a visible skip without it or without QEMU.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod common;
 
 use std::path::PathBuf;

@@ -1,5 +1,7 @@
 //! The guest agent inside real VMs (QEMU; TCG on hosts without hardware virtualization).
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod common;
 
 use std::collections::HashMap;

@@ -3,6 +3,8 @@
 //! execution's output and result, and writes records back with a version. A record from a newer runner is left
 //! alone with an error naming its version.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::path::Path;
 use std::sync::Arc;
 

@@ -2,6 +2,8 @@
 //! agent as a host process): output is never lost or duplicated across cut attaches, runner crashes and restarts;
 //! retention gaps, slow readers, stdin/resize/signal through Attach, lifecycle and errors.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod harness;
 
 use std::time::{Duration, Instant};

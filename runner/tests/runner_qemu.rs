@@ -2,6 +2,8 @@
 //! survives cut attaches and a `kill -9` of the runner; an execution that finishes while the runner is down is
 //! complete; the VM outlives the runner and is re-adopted; stop and destroy end the VM.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 mod common;
 mod harness;
 

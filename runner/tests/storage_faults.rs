@@ -5,6 +5,8 @@
 //!
 //! In process, with the `local` backend: the real guest agent runs as a host process.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::io::Write;
 use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};

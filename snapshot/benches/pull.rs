@@ -2,6 +2,8 @@
 //! mountpoint-s3-client, with 1 and N ranged GETs in flight (8 MiB ranges), digest check included.
 //! Prints numbers; nothing passes or fails. Run: `cargo bench -p boxyard-snapshot` (release build).
 
+#![allow(clippy::unwrap_used)] // A benchmark: a failure ends it with its location.
+
 use std::time::Instant;
 
 use boxyard_snapshot::s3::{S3Config, S3Store};

@@ -1,5 +1,7 @@
 //! The image builder: reproducible, and the tree is inside.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use boxyard_snapshot::image::{build_from_dir, read_file};
 
 fn tree(root: &std::path::Path) {

@@ -1,6 +1,8 @@
 //! OCI import: layers in order with whiteouts and opaque directories, gzip layers, the config's env/cmd/workdir/user,
 //! both the OCI layout and the docker save format, and a reproducible image from the result.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::io::Write;
 use std::path::Path;
 

@@ -1,6 +1,8 @@
 //! The S3 path against the embedded S3 server on loopback, through mountpoint-s3-client: streamed multipart upload
 //! with its digest, parallel ranged download, an interrupted upload leaving nothing behind, listings with ETags.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use boxyard_snapshot::s3::{S3Config, S3Store};
 use futures::StreamExt;
 

@@ -7,6 +7,8 @@
 //! visible skip when the guest image is not built (`scripts/build-guest.sh`, `scripts/build-rootfs.sh`) or QEMU is
 //! missing.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};

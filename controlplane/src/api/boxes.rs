@@ -16,8 +16,11 @@ use crate::machine::BoxState;
 use crate::state::AppState;
 use crate::store::boxes::{self as store, NewBoxRow};
 
+/// Most vCPUs one box may ask for (quotas may allow fewer).
 pub const MAX_VCPUS: i64 = 256;
+/// Most memory one box may ask for, in MiB (1 TiB).
 pub const MAX_MEMORY_MIB: i64 = 1 << 20;
+/// Largest writable disk one box may ask for, in MiB (16 TiB).
 pub const MAX_DISK_MIB: i64 = 16 << 20;
 const MAX_SECONDS: i64 = 365 * 24 * 3600;
 
@@ -29,6 +32,8 @@ fn range(field: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> ApiRe
     Ok(v)
 }
 
+/// Checks a string map of a request (env, labels, selectors): at most 256 entries, keys of 1 to 256 bytes (without
+/// `=` when `env`), values of at most 32 KiB, no NUL bytes; 422 naming `field` and the entry otherwise.
 pub fn check_map(field: &str, m: &BTreeMap<String, String>, env: bool) -> ApiResult<()> {
     if m.len() > 256 {
         return Err(ApiError::invalid(format!("{field} has {} entries; at most 256 are allowed", m.len())));

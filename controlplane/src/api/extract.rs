@@ -11,7 +11,9 @@ use crate::error::ApiError;
 /// A JSON request body. An empty body reads as `{}` (so all-default requests need no body). `hash` is the SHA-256
 /// of the raw body, for idempotency checks.
 pub struct Body<T> {
+    /// The decoded body.
     pub value: T,
+    /// SHA-256 of the body's bytes as received.
     pub hash: Vec<u8>,
 }
 

@@ -3,7 +3,7 @@
 //! The same key with another body is 422 `idempotency_key_reused`; a retry while the first is still running is 409
 //! `request_in_progress`. Outcomes a retry may change (5xx, 409, 429) are not stored, so the retry runs again.
 
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
@@ -11,6 +11,7 @@ use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 use crate::store::idempotency as store;
 
+/// The request header that carries the key (header names are matched case-insensitively).
 pub const HEADER: &str = "idempotency-key";
 
 /// A claimed key: call [`Claim::finish`] with the response.
@@ -19,6 +20,7 @@ pub struct Claim {
     key: String,
 }
 
+/// What a handler does with a request, once its key (if any) is looked up.
 pub enum Begin {
     /// No key given: run normally.
     None,
@@ -28,6 +30,8 @@ pub enum Begin {
     Replay(Response),
 }
 
+/// Looks up the request's key for `operation`: claims it if new, replays a stored response, or refuses a reused
+/// key (422) or one whose first request is still running (409, retry in a second).
 pub async fn begin(st: &AppState, headers: &HeaderMap, org: Uuid, operation: &str, hash: &[u8]) -> ApiResult<Begin> {
     let Some(v) = headers.get(HEADER) else { return Ok(Begin::None) };
     let key = v
@@ -59,7 +63,7 @@ pub async fn begin(st: &AppState, headers: &HeaderMap, org: Uuid, operation: &st
         (Some(s), Some(b)) => {
             let status = StatusCode::from_u16(s as u16).unwrap_or(StatusCode::OK);
             let mut resp = (status, axum::Json(b)).into_response();
-            resp.headers_mut().insert("idempotent-replayed", "true".parse().unwrap());
+            resp.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
             Ok(Begin::Replay(resp))
         }
         _ => Err(ApiError::conflict(

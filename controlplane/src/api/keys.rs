@@ -62,11 +62,13 @@ pub async fn create_key(st: &AppState, p: &Principal, org: Uuid, c: CreateKey) -
     Ok(KeyCreated { key: row.into(), secret: s.value })
 }
 
+/// The keys of `org` (prefixes and roles, never secrets), for the org's admins and for platform admins.
 pub async fn list_keys(st: &AppState, org: Uuid) -> ApiResult<KeyList> {
     let rows = store::list(&st.db, org).await?;
     Ok(KeyList { items: rows.into_iter().map(KeyView::from).collect() })
 }
 
+/// Revokes key `kid` of `org` at once and audits it; a caller cannot revoke a key with a higher role than its own.
 pub async fn revoke_key(st: &AppState, p: &Principal, org: Uuid, kid: Uuid) -> ApiResult<KeyView> {
     let mut tx = st.db.begin().await?;
     let row: Option<KeyRow> = store::revoke(&mut tx, org, kid).await?;
@@ -112,6 +114,7 @@ pub async fn revoke(
     Ok(axum::Json(revoke_key(&st, &p, p.org_id, kid).await?))
 }
 
+/// The quota of `org`; 404 if the org does not exist.
 pub async fn quota_of(st: &AppState, org: Uuid) -> ApiResult<Quota> {
     orgs::quota(&st.db, org).await?.ok_or_else(|| ApiError::not_found("org", org))
 }

@@ -51,6 +51,7 @@ pub fn page<T>(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> uuid::Uuid) -> 
     }
 }
 
+/// The OpenAPI 3 document of the `/v1` API, generated from the handlers' annotations (served at `/v1/openapi.json`).
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Boxyard API", description = "Run untrusted code in microVM boxes. Authenticate with `Authorization: Bearer <api key>`."),
@@ -91,6 +92,8 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The HTTP router of the API gateway: every `/v1` route, `/metrics` and `/healthz`, with request spans and status
+/// counts.
 pub fn router(st: AppState) -> Router {
     let v1 = Router::new()
         .route("/boxes", post(boxes::create).get(boxes::list))

@@ -18,8 +18,11 @@ pub use boxyard_api::Role;
 
 /// A freshly generated secret: the whole value (shown once), its public prefix and its hash.
 pub struct Secret {
+    /// The full secret, given to its owner once and never stored.
     pub value: String,
+    /// `<kind>_<12 hex>`: stored in the clear, identifies the secret in lists and finds its row.
     pub prefix: String,
+    /// SHA-256 of `value`: what the database keeps.
     pub hash: Vec<u8>,
 }
 
@@ -29,6 +32,7 @@ fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
+/// The SHA-256 of a secret, as stored and compared (see the module comment for why a fast hash).
 pub fn hash(secret: &str) -> Vec<u8> {
     Sha256::digest(secret.as_bytes()).to_vec()
 }
@@ -65,12 +69,16 @@ pub fn hashes_equal(a: &[u8], b: &[u8]) -> bool {
 /// The caller of an API request.
 #[derive(Debug, Clone)]
 pub struct Principal {
+    /// The API key the request presented.
     pub key_id: Uuid,
+    /// The org the key belongs to: the request sees only this org's objects.
     pub org_id: Uuid,
+    /// What the key may do.
     pub role: Role,
 }
 
 impl Principal {
+    /// Ok if the caller's role is `role` or above it; 403 `forbidden` naming both roles otherwise.
     pub fn require(&self, role: Role) -> Result<(), ApiError> {
         if self.role >= role {
             Ok(())

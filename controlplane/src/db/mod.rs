@@ -15,14 +15,24 @@ use crate::config::Quota;
 /// The org that platform admins belong to.
 pub const PLATFORM_ORG: &str = "platform";
 
+/// Why the control plane could not get its database ready at start-up.
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
+    /// No connection could be opened before the start-up deadline.
     #[error("cannot connect to the database at {url}: {source}; check --database-url and that Postgres is running")]
-    Connect { url: String, source: sqlx::Error },
+    Connect {
+        /// The database URL that was tried (its password redacted).
+        url: String,
+        /// The last connection error.
+        source: sqlx::Error,
+    },
+    /// An embedded migration failed to apply.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A statement of the bootstrap failed.
     #[error("database error: {0}")]
     Query(#[from] sqlx::Error),
+    /// The bootstrap key given (`--bootstrap-key` or its file) is not in the API key format.
     #[error("the bootstrap key {0:?} is not a valid API key (expected byk_<12 hex>_<48 hex>)")]
     BadBootstrapKey(String),
 }
@@ -114,6 +124,7 @@ pub async fn bootstrap(pool: &PgPool, key: Option<&str>, quota: &Quota) -> Resul
     Ok(created)
 }
 
+/// Inserts an org with its quota row, in the caller's transaction; returns the new org's id.
 pub async fn create_org(
     tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     name: &str,

@@ -15,16 +15,19 @@ use uuid::Uuid;
 use crate::auth;
 use crate::state::AppState;
 
+/// The gRPC service runners register with and send heartbeats to.
 #[derive(Clone)]
 pub struct RegistryService {
     st: AppState,
 }
 
 impl RegistryService {
+    /// The service over the replica's shared state.
     pub fn new(st: AppState) -> Self {
         RegistryService { st }
     }
 
+    /// The tonic server of the service (inventories of up to 64 MiB per heartbeat).
     pub fn into_server(self) -> RegistryServer<Self> {
         RegistryServer::new(self).max_decoding_message_size(64 << 20)
     }

@@ -3,7 +3,7 @@
 //! channel). Every call carries the runner's API token and the caller's trace context.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use boxyard_proto::runner::runner_client::RunnerClient;
@@ -15,16 +15,23 @@ use uuid::Uuid;
 
 use crate::error::ApiError;
 
+/// A gRPC client of one runner's API, with its token and trace context added to every call.
 pub type Client = RunnerClient<InterceptedService<Channel, CallContext>>;
 
 /// How to reach one runner (a row of `runners`).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct RunnerEndpoint {
+    /// The runner's id.
     pub id: Uuid,
+    /// The runner's name, for messages.
     pub name: String,
+    /// `host:port` of the runner's API, as the runner last reported it.
     pub address: String,
+    /// The name the runner's TLS certificate must carry.
     pub tls_server_name: String,
+    /// The PEM certificate(s) the runner's certificate is verified against.
     pub tls_ca_pem: String,
+    /// The bearer token the runner expects on its API.
     pub api_token: String,
 }
 
@@ -42,6 +49,7 @@ impl Interceptor for CallContext {
     }
 }
 
+/// The replica's cache of runner clients, one per runner, keyed by runner id.
 #[derive(Default)]
 pub struct RunnerClients {
     cache: Mutex<HashMap<Uuid, (RunnerEndpoint, Client)>>,
@@ -50,7 +58,7 @@ pub struct RunnerClients {
 impl RunnerClients {
     /// A client for `ep` (cached; replaced when the endpoint changed).
     pub fn client(&self, ep: &RunnerEndpoint) -> Result<Client, ApiError> {
-        let mut cache = self.cache.lock().unwrap();
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some((known, client)) = cache.get(&ep.id)
             && known == ep
         {

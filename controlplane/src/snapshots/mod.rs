@@ -18,25 +18,39 @@ use crate::state::AppState;
 /// How executions run by default in boxes booted from the snapshot (defined by the API contract).
 pub use boxyard_api::SnapshotMetadata;
 
+/// The `SELECT … FROM snapshots` that reads every column of a [`SnapshotRow`] (callers append a `WHERE`).
 pub const SELECT_SNAPSHOT: &str = "SELECT id, org_id, name, state, reason, object_key, digest, size_bytes, metadata,
         created_at, updated_at FROM snapshots";
 
+/// One row of `snapshots`.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct SnapshotRow {
+    /// The snapshot's id.
     pub id: Uuid,
+    /// The owning org; None: published by a platform admin to every org.
     pub org_id: Option<Uuid>,
+    /// The name boxes refer to it by (unique within its org).
     pub name: String,
+    /// `uploading`, `verifying`, `active` or `failed` (see the module comment).
     pub state: String,
+    /// Why the snapshot is `failed`; None otherwise.
     pub reason: Option<String>,
+    /// The key of its image object in the snapshot bucket.
     pub object_key: String,
+    /// `sha256:<hex>` of the image, once it is known (uploaded or checked).
     pub digest: Option<String>,
+    /// The image's size in bytes, once it is known.
     pub size_bytes: Option<i64>,
+    /// How executions run by default in boxes booted from it.
     pub metadata: Json<SnapshotMetadata>,
+    /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// When its state or image last changed.
     pub updated_at: DateTime<Utc>,
 }
 
 impl SnapshotRow {
+    /// The reference a runner gets in CreateBox to fetch and verify the image (empty digest and 0 size if unknown).
     pub fn to_ref(&self) -> pb::SnapshotRef {
         pb::SnapshotRef {
             name: self.name.clone(),
@@ -91,6 +105,7 @@ pub async fn resolve(st: &AppState, org: Uuid, name: &str) -> ApiResult<Snapshot
     Ok(s)
 }
 
+/// The snapshot with this id, in any state and of any org (callers check visibility).
 pub async fn load(db: &sqlx::PgPool, id: Uuid) -> Result<Option<SnapshotRow>, sqlx::Error> {
     sqlx::query_as(sql!("{SELECT_SNAPSHOT} WHERE id = $1")).bind(id).fetch_optional(db).await
 }

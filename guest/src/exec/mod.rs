@@ -13,7 +13,7 @@ mod pump;
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use boxyard_proto::agent::{ExecRequest, ExecResult, ExecState, Stream, exec_result::Outcome};
@@ -217,18 +217,23 @@ impl ExecTable {
     }
 
     pub fn get(&self, id: &str) -> Result<Arc<Exec>, ExecError> {
-        self.execs.lock().unwrap().get(id).cloned().ok_or_else(|| ExecError::NotFound(id.into()))
+        self.execs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ExecError::NotFound(id.into()))
     }
 
     pub fn list(&self) -> Vec<Arc<Exec>> {
-        let mut v: Vec<_> = self.execs.lock().unwrap().values().cloned().collect();
+        let mut v: Vec<_> = self.execs.lock().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
         v.sort_by(|a, b| a.id.cmp(&b.id));
         v
     }
 
     /// Drops a finished execution.
     pub fn release(&self, id: &str) -> Result<(), ExecError> {
-        let mut execs = self.execs.lock().unwrap();
+        let mut execs = self.execs.lock().unwrap_or_else(PoisonError::into_inner);
         let exec = execs.get(id).ok_or_else(|| ExecError::NotFound(id.into()))?;
         if exec.result().is_none() {
             return Err(ExecError::FailedPrecondition(format!(
@@ -256,7 +261,7 @@ impl ExecTable {
             )));
         }
         // Held until the new execution is in the table, so two requests with one id never start two processes.
-        let mut execs = self.execs.lock().unwrap();
+        let mut execs = self.execs.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(existing) = execs.get(&id) {
             return if existing.argv == req.argv { Ok(existing.clone()) } else { Err(ExecError::AlreadyExists(id)) };
         }

@@ -6,7 +6,7 @@
 //! cursor the ring still holds; acknowledgements release space.
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use boxyard_proto::agent::Stream;
 use tokio::sync::watch;
@@ -58,7 +58,7 @@ impl OutputRing {
     }
 
     pub fn position(&self) -> Position {
-        self.inner.lock().unwrap().pos
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner).pos
     }
 
     /// Subscribes to position changes.
@@ -92,7 +92,7 @@ impl OutputRing {
         if data.is_empty() {
             return;
         }
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let cursor = inner.pos.end;
         match inner.chunks.back_mut() {
             // Coalesce small writes of one stream so chunks stay a reasonable size.
@@ -107,14 +107,14 @@ impl OutputRing {
 
     /// Marks the output complete.
     pub fn close(&self) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         inner.pos.closed = true;
         self.tx.send_replace(inner.pos);
     }
 
     /// Releases everything below `cursor` (clamped to the end). Acknowledging backwards is a no-op.
     pub fn ack(&self, cursor: u64) {
-        let mut inner = self.inner.lock().unwrap();
+        let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let cursor = cursor.min(inner.pos.end);
         if cursor <= inner.pos.retained_from {
             return;
@@ -137,7 +137,7 @@ impl OutputRing {
 
     /// Copies up to `max` bytes from `cursor` on, as chunks. Empty when `cursor` is the end.
     pub fn read(&self, cursor: u64, max: usize) -> Result<Vec<Chunk>, ReadError> {
-        let inner = self.inner.lock().unwrap();
+        let inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let pos = inner.pos;
         if cursor < pos.retained_from {
             return Err(ReadError::Released { cursor, retained_from: pos.retained_from });

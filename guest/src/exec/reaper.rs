@@ -6,7 +6,7 @@
 //! immediately is never reaped before it is registered.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
 use nix::unistd::Pid;
@@ -48,7 +48,7 @@ impl Reaper {
     where
         F: FnOnce() -> std::io::Result<i32>,
     {
-        let mut waiting = self.waiting.lock().unwrap();
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         let pid = spawn()?;
         let (tx, rx) = oneshot::channel();
         waiting.insert(pid, tx);
@@ -56,7 +56,7 @@ impl Reaper {
     }
 
     fn reap_all(&self) {
-        let mut waiting = self.waiting.lock().unwrap();
+        let mut waiting = self.waiting.lock().unwrap_or_else(PoisonError::into_inner);
         loop {
             let status = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, ExitStatus::Code(code)),

@@ -7,6 +7,7 @@
 mod output;
 
 use std::path::{Path, PathBuf};
+use std::sync::PoisonError;
 use std::time::Duration;
 
 use boxyard_proto::agent::agent_client::AgentClient;
@@ -102,7 +103,7 @@ pub async fn connect(path: &Path, timeout: Duration) -> Result<Agent, ConnectErr
         let path = path.clone();
         let first = first.clone();
         async move {
-            if let Some(s) = first.lock().unwrap().take() {
+            if let Some(s) = first.lock().unwrap_or_else(PoisonError::into_inner).take() {
                 return Ok::<_, std::io::Error>(TokioIo::new(s));
             }
             let deadline = tokio::time::Instant::now() + Duration::from_secs(10);

@@ -27,7 +27,7 @@ pub mod recovery;
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use boxyard_proto::runner as pb;
@@ -83,7 +83,10 @@ impl BoxManager {
             .into_iter()
             .map(|r| actor::spawn(shared.clone(), r, pb::BoxState::Stopped, String::new()))
             .collect();
-        mgr.boxes.write().unwrap().extend(handles.iter().map(|h| (h.id.clone(), h.clone())));
+        mgr.boxes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(handles.iter().map(|h| (h.id.clone(), h.clone())));
         futures::future::join_all(handles.iter().map(|h| h.request(|reply| Command::Recover { reply }))).await;
         let (ttl, interval) = (shared.config.finished_ttl, shared.config.gc_interval);
         gc::collect(&shared.registry, ttl).await;
@@ -98,7 +101,13 @@ impl BoxManager {
 
     /// The box with this id (UNAVAILABLE while it is being destroyed).
     fn handle(&self, id: &str) -> Result<Arc<BoxHandle>> {
-        let h = self.boxes.read().unwrap().get(id).cloned().ok_or_else(|| RunnerError::not_found("box", id))?;
+        let h = self
+            .boxes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .cloned()
+            .ok_or_else(|| RunnerError::not_found("box", id))?;
         if h.is_destroying() {
             return Err(RunnerError::Unavailable(format!("box {id:?} is being destroyed; retry to see it gone")));
         }
@@ -115,7 +124,7 @@ impl BoxManager {
         let backend = self.backend_name();
         // Taken before the boxes are read: a box that changes or appears meanwhile has a newer version.
         let taken_version = crate::version::now();
-        let mut handles: Vec<_> = self.boxes.read().unwrap().values().cloned().collect();
+        let mut handles: Vec<_> = self.boxes.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
         handles.sort_by(|a, b| a.id.cmp(&b.id));
         let boxes = handles
             .iter()
@@ -159,7 +168,7 @@ impl BoxManager {
             }
         }
         let handle = {
-            let mut boxes = self.boxes.write().unwrap();
+            let mut boxes = self.boxes.write().unwrap_or_else(PoisonError::into_inner);
             if let Some(existing) = boxes.get(id) {
                 if existing.is_destroying() {
                     return Err(RunnerError::Unavailable(format!(
@@ -186,7 +195,7 @@ impl BoxManager {
         detached(async move {
             let mut undo = Cleanup::new();
             undo.push("forget the box", move || {
-                boxes.write().unwrap().remove(&key);
+                boxes.write().unwrap_or_else(PoisonError::into_inner).remove(&key);
             });
             // A few empty directories at most: small enough to delete on the spot.
             undo.push("delete the box directory", move || {
@@ -218,7 +227,9 @@ impl BoxManager {
     /// The box stays in the map (refusing other calls as being destroyed) until its directory is moved out of the
     /// way, so that a CreateBox with the same id can never write into a directory that is being deleted.
     pub async fn destroy_box(&self, id: &str) -> Result<bool> {
-        let Some(handle) = self.boxes.read().unwrap().get(id).cloned() else { return Ok(false) };
+        let Some(handle) = self.boxes.read().unwrap_or_else(PoisonError::into_inner).get(id).cloned() else {
+            return Ok(false);
+        };
         if !handle.begin_destroy() {
             return Err(RunnerError::Unavailable(format!("box {id:?} is being destroyed; retry to see it gone")));
         }
@@ -229,7 +240,7 @@ impl BoxManager {
             undo.push("clear the box's destroying mark", move || h.end_destroy());
             let trash = handle.request(|reply| Command::Destroy { reply }).await?;
             registry.remove_box(&key);
-            boxes.write().unwrap().remove(&key);
+            boxes.write().unwrap_or_else(PoisonError::into_inner).remove(&key);
             undo.disarm();
             if let Some(trash) = trash {
                 blocking(move || {
@@ -281,7 +292,12 @@ impl BoxManager {
 
     /// Digests of the snapshots that boxes on this runner boot from (their images are never evicted).
     pub fn snapshots_in_use(&self) -> HashSet<String> {
-        self.boxes.read().unwrap().values().filter_map(|h| h.spec.snapshot.as_ref().map(|s| s.digest.clone())).collect()
+        self.boxes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter_map(|h| h.spec.snapshot.as_ref().map(|s| s.digest.clone()))
+            .collect()
     }
 
     /// Whether this runner can boot boxes from snapshots (it has a snapshot store).

@@ -20,7 +20,7 @@ pub mod record;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use record::HEADER;
 use tokio::sync::watch;
@@ -208,7 +208,7 @@ impl ExecLog {
     /// Appends `data` that starts at `cursor`. Bytes the log already holds are skipped; a cursor beyond the end is
     /// refused. Not durable until [`sync`](Self::sync).
     pub fn append(&self, stream: u8, cursor: u64, data: &[u8]) -> Result<(), LogError> {
-        let mut st = self.state.lock().unwrap();
+        let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let end = st.segments.last().map_or(0, |s| s.end);
         if cursor > end {
             return Err(LogError::Hole { cursor, end });
@@ -235,11 +235,11 @@ impl ExecLog {
             if let Err(e) = self.storage.run(Area::Log, Op::Write, || active.write_all(&buf)) {
                 // Cut what may have been written partially, so the segment ends at a record boundary again and the
                 // next append (the pump retries) starts from the last good byte.
-                let f = st.active.take().unwrap();
+                let f = st.active.take().expect("roll opened the active segment");
                 let _ = f.set_len(before);
                 return Err(LogError::Io { path, source: e });
             }
-            st.segments.last_mut().unwrap().end += n as u64;
+            st.segments.last_mut().expect("roll made a segment").end += n as u64;
             st.active_bytes += buf.len() as u64;
             cursor += n as u64;
             rest = &rest[n..];
@@ -301,7 +301,7 @@ impl ExecLog {
 
     /// Makes everything appended so far durable.
     pub fn sync(&self) -> Result<(), LogError> {
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         if let (Some(f), Some(seg)) = (&st.active, st.segments.last()) {
             self.storage.run(Area::Log, Op::Sync, || f.sync_data()).map_err(io_err(&seg.path))?;
         }
@@ -314,7 +314,7 @@ impl ExecLog {
     }
 
     fn locate(&self, cursor: u64) -> Result<Option<(u64, u64, PathBuf)>, LogError> {
-        let st = self.state.lock().unwrap();
+        let st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         let end = st.segments.last().map_or(0, |s| s.end);
         if cursor > end {
             return Err(LogError::Beyond { cursor, end });
@@ -385,7 +385,7 @@ impl LogReader {
                 };
                 self.file = Some((start, std::io::BufReader::with_capacity(256 * 1024, f), 0));
             }
-            let (seg_start, f, offset) = self.file.as_mut().unwrap();
+            let (seg_start, f, offset) = self.file.as_mut().expect("the segment file was opened just above");
             let path = segment_path(&self.log.dir, *seg_start);
             match read_record(f, &path)? {
                 Some((h, mut data)) => {

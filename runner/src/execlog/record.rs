@@ -55,15 +55,15 @@ pub fn decode_header(b: &[u8; HEADER]) -> Option<Header> {
     if b[0] != KIND_OUTPUT || !(1..=2).contains(&b[1]) || b[2] != 0 || b[3] != 0 {
         return None;
     }
-    let len = u32::from_le_bytes(b[4..8].try_into().unwrap());
+    let len = u32::from_le_bytes([b[4], b[5], b[6], b[7]]);
     if len as usize > MAX_DATA {
         return None;
     }
     Some(Header {
         stream: b[1],
         len,
-        cursor: u64::from_le_bytes(b[8..16].try_into().unwrap()),
-        crc: u32::from_le_bytes(b[16..20].try_into().unwrap()),
+        cursor: u64::from_le_bytes([b[8], b[9], b[10], b[11], b[12], b[13], b[14], b[15]]),
+        crc: u32::from_le_bytes([b[16], b[17], b[18], b[19]]),
     })
 }
 

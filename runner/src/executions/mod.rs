@@ -22,8 +22,8 @@ pub mod registry;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, PoisonError};
 
 use boxyard_proto::agent::{self as ag, exec_result::Outcome as AgentOutcome};
 use boxyard_proto::runner as pb;
@@ -270,7 +270,7 @@ impl Execution {
     /// Stores the final result once every output byte before it is durable; later calls are ignored (the first
     /// result wins).
     pub fn finish(&self, mut result: ExecResult) -> Result<()> {
-        let _guard = self.finish_lock.lock().unwrap();
+        let _guard = self.finish_lock.lock().unwrap_or_else(PoisonError::into_inner);
         if self.is_finished() {
             return Ok(());
         }

@@ -2,7 +2,7 @@
 //! two creations of one execution id apart without holding up creations of other ids.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
 
 use super::Execution;
 use crate::error::{Result, RunnerError};
@@ -28,7 +28,7 @@ impl Registry {
 
     /// The execution with this id.
     pub fn get(&self, id: &str) -> Option<Arc<Execution>> {
-        self.map.read().unwrap().get(id).cloned()
+        self.map.read().unwrap_or_else(PoisonError::into_inner).get(id).cloned()
     }
 
     /// The execution with this id, or NOT_FOUND.
@@ -38,19 +38,26 @@ impl Registry {
 
     /// Adds (or replaces) an execution.
     pub fn insert(&self, exec: Arc<Execution>) {
-        self.map.write().unwrap().insert(exec.id().to_string(), exec);
+        self.map.write().unwrap_or_else(PoisonError::into_inner).insert(exec.id().to_string(), exec);
     }
 
     /// Forgets an execution (its attaches end).
     pub fn remove(&self, id: &str) {
-        if let Some(e) = self.map.write().unwrap().remove(id) {
+        if let Some(e) = self.map.write().unwrap_or_else(PoisonError::into_inner).remove(id) {
             e.mark_gone();
         }
     }
 
     /// The executions of one box, oldest first.
     pub fn of_box(&self, box_id: &str) -> Vec<Arc<Execution>> {
-        let mut v: Vec<_> = self.map.read().unwrap().values().filter(|e| e.meta.box_id == box_id).cloned().collect();
+        let mut v: Vec<_> = self
+            .map
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .filter(|e| e.meta.box_id == box_id)
+            .cloned()
+            .collect();
         v.sort_by(|a, b| (a.meta.created_unix_ms, a.id()).cmp(&(b.meta.created_unix_ms, b.id())));
         v
     }
@@ -62,7 +69,7 @@ impl Registry {
 
     /// Forgets every execution of a box (it was destroyed): their attaches end with NOT_FOUND.
     pub fn remove_box(&self, box_id: &str) {
-        self.map.write().unwrap().retain(|_, e| {
+        self.map.write().unwrap_or_else(PoisonError::into_inner).retain(|_, e| {
             let keep = e.meta.box_id != box_id;
             if !keep {
                 e.mark_gone();
@@ -73,7 +80,7 @@ impl Registry {
 
     /// Removes and returns the executions that finished at or before `finished_before_ms`, marked gone.
     pub fn take_finished_before(&self, finished_before_ms: u64) -> Vec<Arc<Execution>> {
-        let mut map = self.map.write().unwrap();
+        let mut map = self.map.write().unwrap_or_else(PoisonError::into_inner);
         let ids: Vec<String> = map
             .values()
             .filter(|e| e.result().is_some_and(|r| r.finished_unix_ms <= finished_before_ms))
@@ -89,7 +96,7 @@ impl Registry {
     /// Serializes the creation of one execution id: hold the guard from "does it exist?" until it is inserted.
     pub async fn lock_id(&self, id: &str) -> IdGuard {
         let lock = {
-            let mut creating = self.creating.lock().unwrap();
+            let mut creating = self.creating.lock().unwrap_or_else(PoisonError::into_inner);
             creating.retain(|_, w| w.strong_count() > 0);
             match creating.get(id).and_then(Weak::upgrade) {
                 Some(l) => l,

@@ -12,8 +12,8 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 
 use boxyard_snapshot::s3::S3Store;
 
@@ -89,7 +89,8 @@ impl SnapshotStore {
     /// that eviction must keep.
     pub async fn ensure(&self, s: &SnapshotSpec, in_use: impl Fn() -> HashSet<String>) -> Result<PathBuf> {
         let path = self.path_of(&s.digest);
-        let lock = self.locks.lock().unwrap().entry(s.digest.clone()).or_default().clone();
+        let lock =
+            self.locks.lock().unwrap_or_else(PoisonError::into_inner).entry(s.digest.clone()).or_default().clone();
         let _guard = lock.lock().await;
         if path.is_file() {
             touch(&path);
@@ -142,8 +143,14 @@ impl SnapshotStore {
             .collect();
         let mut total: u64 = files.iter().map(|f| f.1).sum();
         files.sort();
-        let busy: HashSet<String> =
-            self.locks.lock().unwrap().iter().filter(|(_, l)| l.try_lock().is_err()).map(|(d, _)| d.clone()).collect();
+        let busy: HashSet<String> = self
+            .locks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter(|(_, l)| l.try_lock().is_err())
+            .map(|(d, _)| d.clone())
+            .collect();
         for (_, size, path, digest) in files {
             if total <= self.budget {
                 break;
