@@ -67,9 +67,9 @@ pub async fn attach(
     let box_id = b.id;
     let mut resp = ws.on_upgrade(move |socket| async move {
         st.metrics.attaches.inc();
-        crate::lifecycle::touch(&st, box_id).await;
+        let _ = crate::lifecycle::touch(&st, box_id).await;
         bridge(&st, box_id, socket, events, tx).await;
-        crate::lifecycle::touch(&st, box_id).await;
+        let _ = crate::lifecycle::touch(&st, box_id).await;
         st.metrics.attaches.dec();
     });
     if let Some(n) = stdin_offset {
@@ -183,7 +183,7 @@ async fn bridge(
             }
             _ = ping.tick() => Message::Ping(Default::default()),
             _ = touch.tick() => {
-                crate::lifecycle::touch(st, box_id).await;
+                let _ = crate::lifecycle::touch(st, box_id).await;
                 continue;
             }
         };

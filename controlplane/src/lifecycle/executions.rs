@@ -115,7 +115,7 @@ pub async fn create(st: &AppState, b: &BoxRow, mut ne: NewExec) -> ApiResult<Exe
     .await;
     match r {
         Ok(e) => {
-            super::touch(st, b.id).await;
+            super::touch(st, b.id).await?;
             observe(st, &e).await?;
             get(st, b, id).await
         }

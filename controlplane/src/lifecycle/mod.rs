@@ -30,11 +30,10 @@ use crate::store::boxes::{self as store, BoxRow, Change};
 /// How long DestroyBox gets before the destroy is left to the runner's next heartbeat.
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Records activity on a box (postpones its auto-stop). Failures are logged, never returned: activity is a hint.
-pub async fn touch(st: &AppState, id: Uuid) {
-    if let Err(e) = crate::store::boxes::touch(&st.db, &[id]).await {
-        tracing::debug!(box_id = %id, "cannot record activity: {e}");
-    }
+/// Records activity on a box (postpones its auto-stop). A request fails with the database (as every other of its
+/// statements would); a long-lived stream that only refreshes activity ignores the error.
+pub async fn touch(st: &AppState, id: Uuid) -> Result<(), sqlx::Error> {
+    crate::store::boxes::touch(&st.db, &[id]).await
 }
 
 /// Applies `decide(current)` to box `id`, re-reading it when another writer got there first. `decide` returns

@@ -108,7 +108,7 @@ pub async fn upload(
             }
         }
     };
-    super::touch(st, b.id).await;
+    super::touch(st, b.id).await?;
     Ok((r.bytes, r.entries))
 }
 
@@ -166,6 +166,6 @@ pub async fn download(
     let mut stream = within(timeout, c.download_files(pb::DownloadRequest { box_id: b.id.to_string(), path })).await?;
     // The first chunk decides between an HTTP error and a 200.
     let first = tokio::time::timeout(timeout, stream.message()).await.map_err(|_| deadline_missed(timeout))??;
-    super::touch(st, b.id).await;
+    super::touch(st, b.id).await?;
     Ok((first, stream))
 }
