@@ -2,8 +2,11 @@
 -- (a trigger), so that ranking runners for a placement reads one row per runner instead of aggregating every
 -- reserved box. It only ranks: a reservation still re-checks the fit against the sum over the runner's boxes,
 -- under the runner's row lock, so even a wrong row here could never overbook a runner.
+-- No foreign key to runners, on purpose: its check would take a key-share lock on the runner's row from inside the
+-- trigger, while a reservation holds that row FOR UPDATE and waits for this one (a deadlock). A removed runner's
+-- row is deleted with it (store::runners::delete).
 CREATE TABLE runner_usage (
-    runner_id   uuid PRIMARY KEY REFERENCES runners(id) ON DELETE CASCADE,
+    runner_id   uuid PRIMARY KEY,
     vcpus       bigint NOT NULL DEFAULT 0,
     memory_mib  bigint NOT NULL DEFAULT 0,
     -- Reserved boxes still pending or starting there (the score spreads bursts with it).

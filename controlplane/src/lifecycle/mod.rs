@@ -16,8 +16,6 @@ pub mod observe;
 pub mod place;
 pub mod streams;
 
-use std::time::Duration;
-
 use boxyard_proto::runner as pb;
 use uuid::Uuid;
 
@@ -26,9 +24,6 @@ use crate::runners::{request, within};
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::store::boxes::{self as store, BoxRow, Change};
-
-/// How long DestroyBox gets before the destroy is left to the runner's next heartbeat.
-const DESTROY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Records activity on a box (postpones its auto-stop). A request fails with the database (as every other of its
 /// statements would); a long-lived stream that only refreshes activity ignores the error.
@@ -62,7 +57,7 @@ pub(crate) async fn retry_stale(
 pub async fn destroy_on_runner(st: &AppState, id: Uuid, runner: Uuid) {
     let r = async {
         let (_, mut client) = st.runners.for_runner(&st.db, runner).await?;
-        let timeout = DESTROY_TIMEOUT.min(st.config.runner_call_timeout.max(Duration::from_secs(5)));
+        let timeout = st.config.runner_call_timeout;
         within(timeout, client.destroy_box(request(pb::BoxRef { box_id: id.to_string() }, timeout))).await?;
         store::mark_destroyed(&st.db, id).await?;
         Ok::<_, ApiError>(())

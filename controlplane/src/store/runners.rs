@@ -91,6 +91,7 @@ pub async fn lock(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<Option
 
 /// Removes a runner.
 pub async fn delete(tx: &mut Transaction<'_, Postgres>, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query("DELETE FROM runner_usage WHERE runner_id = $1").bind(id).execute(&mut **tx).await?;
     sqlx::query("DELETE FROM runners WHERE id = $1").bind(id).execute(&mut **tx).await?;
     Ok(())
 }
