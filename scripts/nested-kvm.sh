@@ -9,7 +9,8 @@ Usage: scripts/nested-kvm.sh [options] -- CMD [ARGS...]
 
 Boots an L1 guest under qemu-system-x86_64 (TCG, -M q35 -cpu EPYC-Rome: SVM with nested paging) from the full
 Debian kernel (linux-image-amd64: it has the 9p modules the cloud kernel lacks), loads kvm_amd, mounts the host's
-root read-only over 9p, chroots into it (proc, sys, dev, and tmpfs on /tmp, /run, /var/tmp/nested-scratch), changes
+root read-only over 9p, chroots into it (proc, sys, dev, and tmpfs on /tmp, /run, /var/tmp/nested-scratch, with the
+working directory, the repository and the program bound back when they live there), changes
 to the current directory and runs CMD there as root. CMD's stdout and stderr come out on this script's stdout (the
 L1 serial console, kernel messages suppressed); the script exits with CMD's exit status, 124 when the timeout hit,
 125 when L1 failed before running CMD.
@@ -129,8 +130,16 @@ mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
 mount -t devpts devpts /host/dev/pts 2>/dev/null
+i=0
+for p in $(cat /out/keep); do
+  i=$((i+1)); mkdir -p /keep/$i; mount -o bind /host$p /keep/$i || fail "keeping $p visible"
+done
 for d in /tmp /run /var/tmp/nested-scratch; do
   [ -d /host$d ] && mount -t tmpfs -o mode=1777 tmpfs /host$d
+done
+i=0
+for p in $(cat /out/keep); do
+  i=$((i+1)); mkdir -p /host$p; mount -o bind /keep/$i /host$p || fail "binding $p back"
 done
 [ -c /dev/kvm ] || fail "no /dev/kvm after loading kvm_amd"
 cwd="$(cat /out/cwd)"
@@ -151,6 +160,14 @@ fi
 out="$(mktemp -d /var/tmp/nested-kvm.XXXXXX)"
 [ "$keep" = 1 ] && log "work directory: $out" || trap 'rm -rf "$out"' EXIT
 pwd > "$out/cwd"
+# Paths under the directories L1 covers with a tmpfs (/tmp, /run) that CMD needs (the working directory, the
+# program, the repository, e.g. a checkout in /tmp): L1 binds them back over the tmpfs.
+for p in "$(pwd)" "$repo" "${1:-}"; do
+  case "$p" in
+    /tmp/?*|/run/?*) top="$(printf '%s' "$p" | cut -d/ -f1-3)"; grep -qxF "$top" "$out/keep" 2>/dev/null || echo "$top" >> "$out/keep" ;;
+  esac
+done
+touch "$out/keep"
 {
   printf 'exec'
   for a in "$@"; do printf ' %q' "$a"; done
