@@ -23,6 +23,8 @@ Options:
   --cpus N        L1 vCPUs (default 2)
   --timeout SECS  overall limit (default 600)
   --keep          keep the L1 work directory (printed) for debugging
+  --retry         boot L1 once more when it timed out or failed before CMD ended (L1 under TCG, or its nested
+                  KVM, sometimes hangs); each attempt gets the whole --timeout
   -h, --help      this text
 
 The L1 kernel .deb is downloaded once (apt-get download) into build/cache/debs, the L1 initramfs (static busybox +
@@ -39,12 +41,14 @@ mem=2048
 cpus=2
 timeout_s=600
 keep=0
+attempts=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --mem) mem="$2"; shift 2 ;;
     --cpus) cpus="$2"; shift 2 ;;
     --timeout) timeout_s="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
+    --retry) attempts=2; shift ;;
     -h|--help) usage; exit 0 ;;
     --) shift; break ;;
     *) usage >&2; die "unknown argument: $1" ;;
@@ -174,21 +178,29 @@ touch "$out/keep"
   printf '\n'
 } > "$out/cmd.sh"
 mkdir -p /var/tmp/nested-scratch
-set +e
-timeout --foreground -k 5 "$timeout_s" qemu-system-x86_64 \
-  -accel tcg,thread=multi -M q35 -cpu EPYC-Rome -m "$mem" -smp "$cpus" \
-  -nodefaults -no-user-config -display none -no-reboot \
-  -kernel "$l1/vmlinuz" -initrd "$l1/initramfs.cpio" \
-  -append "console=ttyS0 quiet loglevel=1 panic=-1 tsc=reliable mitigations=off" \
-  -serial stdio \
-  -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
-  -virtfs "local,path=$out,mount_tag=out,security_model=none" < /dev/null \
-  2> >(grep -v "TCG doesn't support requested feature" >&2)
-qrc=$?
-set -e
-if [ "$qrc" = 124 ]; then
-  log "timed out after ${timeout_s}s"
-  exit 124
-fi
-[ -s "$out/rc" ] || die "L1 ended (qemu status $qrc) without running the command"
-exit "$(cat "$out/rc")"
+rc=125
+for attempt in $(seq 1 "$attempts"); do
+  rm -f "$out/rc"
+  set +e
+  timeout --foreground -k 5 "$timeout_s" qemu-system-x86_64 \
+    -accel tcg,thread=multi -M q35 -cpu EPYC-Rome -m "$mem" -smp "$cpus" \
+    -nodefaults -no-user-config -display none -no-reboot \
+    -kernel "$l1/vmlinuz" -initrd "$l1/initramfs.cpio" \
+    -append "console=ttyS0 quiet loglevel=1 panic=-1 tsc=reliable mitigations=off" \
+    -serial stdio \
+    -virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap \
+    -virtfs "local,path=$out,mount_tag=out,security_model=none" < /dev/null \
+    2> >(grep -v "TCG doesn't support requested feature" >&2)
+  qrc=$?
+  set -e
+  if [ "$qrc" = 124 ]; then
+    log "attempt $attempt: timed out after ${timeout_s}s"
+    rc=124
+  elif [ -s "$out/rc" ] && [ "$(cat "$out/rc")" != 125 ]; then
+    exit "$(cat "$out/rc")"
+  else
+    log "attempt $attempt: L1 ended (qemu status $qrc) without running the command"
+    rc=125
+  fi
+done
+exit "$rc"

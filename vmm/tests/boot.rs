@@ -41,35 +41,21 @@ fn hardware_kvm() -> bool {
         && flags.lines().any(|l| l.starts_with("flags") && (l.contains(" vmx") || l.contains(" svm")))
 }
 
-/// Runs this test inside the nested-KVM harness; returns false (after a visible skip) when it cannot.
+/// Runs this test inside the nested-KVM harness (QEMU is required: scripts/setup.sh installs it).
 fn run_nested(test: &str) -> bool {
-    if Command::new("qemu-system-x86_64").arg("--version").stdout(Stdio::null()).status().is_err() {
-        eprintln!("SKIP {test}: no hardware KVM and no qemu-system-x86_64 for the nested-KVM harness");
-        return false;
-    }
-    // A boot of L1 under TCG, or its nested KVM, sometimes hangs (seen: a soft lockup of L1's vCPU thread in
-    // KVM_RUN): each attempt has its own limit, and a timed-out or failed L1 (124, 125) is tried once more.
-    let mut attempt = 0;
-    let out = loop {
-        attempt += 1;
-        let out = Command::new("bash")
-            .arg(repo().join("scripts/nested-kvm.sh"))
-            .args(["--timeout", "270", "--"])
-            .arg(std::env::current_exe().unwrap())
-            .args(["--exact", test, "--nocapture", "--test-threads=1"])
-            .current_dir(repo())
-            .output()
-            .expect("running scripts/nested-kvm.sh");
-        if attempt == 1 && matches!(out.status.code(), Some(124) | Some(125)) {
-            eprintln!(
-                "---- the nested-KVM harness timed out or L1 failed ({:?}); retrying once ----\n{}",
-                out.status,
-                String::from_utf8_lossy(&out.stdout)
-            );
-            continue;
-        }
-        break out;
-    };
+    assert!(
+        Command::new("qemu-system-x86_64").arg("--version").stdout(Stdio::null()).status().is_ok(),
+        "{test}: no hardware KVM and no qemu-system-x86_64 for the nested-KVM harness (run scripts/setup.sh)"
+    );
+    // Each attempt gets 270 s; --retry boots L1 once more when it hung or failed (L1 under TCG sometimes does).
+    let out = Command::new("bash")
+        .arg(repo().join("scripts/nested-kvm.sh"))
+        .args(["--timeout", "270", "--retry", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .current_dir(repo())
+        .output()
+        .expect("running scripts/nested-kvm.sh");
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     eprintln!("---- inside the nested-KVM harness ----\n{text}---- end ----");
     assert!(out.status.success(), "{test} failed inside the nested-KVM harness (status {:?})", out.status);
@@ -158,10 +144,9 @@ fn console_text(vmm: &Vmm) -> String {
 #[test]
 fn guest_boots_to_agent_ready_and_powers_off_on_1_2_and_4_vcpus() {
     const NAME: &str = "guest_boots_to_agent_ready_and_powers_off_on_1_2_and_4_vcpus";
-    let Some(img) = image() else {
-        eprintln!("SKIP {NAME}: guest image not built (scripts/build-guest.sh, scripts/build-rootfs.sh)");
-        return;
-    };
+    let img = image().unwrap_or_else(|| {
+        panic!("{NAME}: guest image not built (scripts/build-guest.sh, scripts/build-rootfs.sh; scripts/test.sh does)")
+    });
     if !hardware_kvm() && std::env::var_os("BOXYARD_NESTED").is_none() {
         run_nested(NAME);
         return;
