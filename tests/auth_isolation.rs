@@ -140,7 +140,7 @@ async fn bad_input_gets_4xx_with_code_and_message() {
     raw(r#"{"vcpus": 123456789012345678901234567890}"#).await.err(422, "invalid_request");
 
     let b = api.create_box(json!({})).await;
-    api.post(&format!("/v1/boxes/{b}/executions"), json!({"command": []})).await.err(422, "invalid_request");
+    api.post(&format!("/v1/boxes/{b}/executions"), json!({"command": []})).await.err(422, "no_command");
     api.post(&format!("/v1/boxes/{b}/executions"), json!({"command": ["x"], "timeout_ms": -1}))
         .await
         .err(422, "invalid_request");
@@ -148,7 +148,7 @@ async fn bad_input_gets_4xx_with_code_and_message() {
     api.get("/v1/boxes/not-a-uuid").await.err(404, "not_found");
     api.get("/v1/boxes?limit=0").await.err(422, "invalid_request");
     api.get("/v1/boxes?limit=abc").await.err(400, "invalid_query");
-    api.get("/v1/boxes?cursor=zzz").await.err(400, "invalid_cursor");
+    api.get("/v1/boxes?cursor=zzz").await.err(422, "invalid_request");
     api.get("/v1/nothing-here").await.err(404, "not_found");
     api.send("PATCH", "/v1/boxes", None, &[]).await.err(405, "method_not_allowed");
     api.get(&format!("/v1/boxes/{b}/files?path=relative")).await.err(422, "invalid_request");

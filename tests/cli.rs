@@ -71,7 +71,15 @@ async fn run_ls_logs_and_errors() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let orgs: serde_json::Value =
         serde_json::from_slice(&boxyard(&url, ADMIN_KEY, &["--json", "admin", "org", "ls"]).stdout).unwrap();
-    assert!(orgs["items"].as_array().unwrap().iter().any(|o| o["name"] == "gamma"));
+    let gamma = orgs["items"].as_array().unwrap().iter().find(|o| o["name"] == "gamma").unwrap()["id"].clone();
+    let out = boxyard(&url, ADMIN_KEY, &["admin", "org", "rm", gamma.as_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let orgs: serde_json::Value =
+        serde_json::from_slice(&boxyard(&url, ADMIN_KEY, &["--json", "admin", "org", "ls"]).stdout).unwrap();
+    assert!(orgs["items"].as_array().unwrap().iter().all(|o| o["name"] != "gamma"), "{orgs}");
+    let alpha = orgs["items"].as_array().unwrap().iter().find(|o| o["name"] == "alpha").unwrap()["id"].clone();
+    let refused = boxyard(&url, ADMIN_KEY, &["admin", "org", "rm", alpha.as_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("org_in_use"), "{refused:?}");
     let runners = boxyard(&url, ADMIN_KEY, &["admin", "runner", "ls"]);
     assert!(String::from_utf8_lossy(&runners.stdout).contains("r1"));
     let denied = boxyard(&url, &api.key, &["admin", "org", "ls"]);

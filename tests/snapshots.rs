@@ -238,6 +238,6 @@ async fn an_object_already_in_the_bucket_is_registered_after_its_digest_is_check
     let other = format!("snapshots/{}.ext4", good.body["id"].as_str().unwrap());
     api.post("/v1/snapshots", json!({"name": "y", "source": {"key": other, "digest": up.digest}}))
         .await
-        .err(422, "invalid_request");
+        .err(403, "forbidden");
     api.create_box(json!({"snapshot": "pre"})).await;
 }

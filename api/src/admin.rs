@@ -14,16 +14,22 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 pub struct Quota {
     /// Boxes that are not stopped (pending, starting, running, stopping).
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub max_boxes: i32,
     /// Sum of the vCPUs of those boxes.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub max_vcpus: i32,
     /// Sum of their memory, MiB.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub max_memory_mib: i64,
     /// Largest box: vCPUs.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub max_box_vcpus: i32,
     /// Largest box: memory, MiB.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub max_box_memory_mib: i64,
     /// Largest box: writable disk, MiB.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0))]
     pub max_box_disk_mib: i64,
 }
 
@@ -62,7 +68,8 @@ pub struct PlatformConfig {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrg {
-    /// Unique: `[a-z0-9][a-z0-9-]*`, at most 63 bytes.
+    /// Unique: `[a-z0-9][a-z0-9-]*`, at most 63 characters.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9][a-z0-9-]*$", max_length = 63, example = "acme"))]
     pub name: String,
     /// Defaults to the platform's default quota.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -146,10 +153,12 @@ pub struct RunnerList {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateJoinToken {
-    /// What the token is for (free text).
+    /// What the token is for (free text, at most 256 characters).
+    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
     #[serde(default)]
     pub description: String,
-    /// Lifetime in seconds (default 86400, at most 30 days).
+    /// Lifetime in seconds, 60 to 2592000 (30 days); default 86400.
+    #[cfg_attr(feature = "openapi", schema(minimum = 60, maximum = 2592000))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ttl_seconds: Option<i64>,
 }
@@ -224,9 +233,11 @@ pub struct AuditList {
 /// The query of `GET /v1/admin/audit`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct AuditParams {
-    /// Newest entries first; at most this many (1..=1000, default 100).
+    /// Newest entries first; at most this many (1 to 1000, default 100).
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 1000))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<i64>,
 }

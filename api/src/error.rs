@@ -13,6 +13,9 @@ pub struct ErrorBody {
     /// Seconds after which a retry may succeed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry_after: Option<u64>,
+    /// The request's id (also the response's `x-request-id` header): quote it in a bug report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
 }
 
 /// The error codes. A code never changes meaning; new ones may be added (a client treats an unknown code by its
@@ -55,6 +58,8 @@ pub mod codes {
         EXECUTION_FINISHED = "execution_finished";
         /// 409: a unique name in use.
         ALREADY_EXISTS = "already_exists";
+        /// 409: deleting an org that still has boxes or snapshots.
+        ORG_IN_USE = "org_in_use";
         /// 409: removing a runner that still has boxes.
         RUNNER_IN_USE = "runner_in_use";
         /// 409: the runner refused the call in the current state.
@@ -69,6 +74,8 @@ pub mod codes {
         BODY_TOO_LARGE = "body_too_large";
         /// 422: well-formed JSON of the wrong shape, values out of range.
         INVALID_REQUEST = "invalid_request";
+        /// 422: an execution without a command in a box whose snapshot has no default command.
+        NO_COMMAND = "no_command";
         /// 422 (per-box limits) or 429 (the org's totals): over the org's quota.
         QUOTA_EXCEEDED = "quota_exceeded";
         /// 422: a snapshot image upload that broke off or was empty.
@@ -134,7 +141,12 @@ mod tests {
 
     #[test]
     fn the_error_body_omits_an_absent_retry_after() {
-        let b = ErrorBody { code: codes::NOT_FOUND.into(), message: "box x does not exist".into(), retry_after: None };
+        let b = ErrorBody {
+            code: codes::NOT_FOUND.into(),
+            message: "box x does not exist".into(),
+            retry_after: None,
+            request_id: None,
+        };
         assert_eq!(serde_json::to_string(&b).unwrap(), r#"{"code":"not_found","message":"box x does not exist"}"#);
         let b = ErrorBody { retry_after: Some(10), ..b };
         let s = serde_json::to_string(&b).unwrap();

@@ -12,15 +12,19 @@ use crate::state::ExecutionState;
 /// The query of `GET /v1/boxes/{id}/executions`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct ExecListParams {
-    /// Page size, 1..=200 (default 50).
+    /// Page size, 1 to 200 (default 50).
+    #[cfg_attr(feature = "openapi", param(minimum = 1, maximum = 200))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub limit: Option<i64>,
     /// `next_cursor` of the previous page.
+    #[cfg_attr(feature = "openapi", param(format = Uuid))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cursor: Option<String>,
     /// Only executions in this state (running, finished, lost).
+    #[cfg_attr(feature = "openapi", param(value_type = Option<ExecutionState>))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
 }
@@ -30,16 +34,21 @@ pub struct ExecListParams {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateExecution {
-    /// argv: the program and its arguments (not run through a shell). Empty or absent: the snapshot's default.
+    /// argv: the program and its arguments (not run through a shell), at most 4096, the program not empty. Empty or
+    /// absent: the snapshot's default command.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::argv))]
     #[serde(default)]
     pub command: Vec<String>,
     /// Environment of the process (over the snapshot's and the box's).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::env_map))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Working directory (default: the snapshot's, else /).
+    /// Working directory (default: the snapshot's, else /), at most 4096 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
-    /// A user name in the box, a uid, or uid:gid (default root).
+    /// A user name in the box, a uid, or uid:gid (default root), at most 256 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Run on a pseudo-terminal of this size (stdout and stderr merge).
@@ -48,7 +57,8 @@ pub struct CreateExecution {
     /// Keep stdin open for attach clients (default false: stdin is empty).
     #[serde(default)]
     pub stdin: bool,
-    /// SIGTERM after this many milliseconds, SIGKILL shortly after.
+    /// SIGTERM after this many milliseconds, SIGKILL shortly after; 1 to 31622400000 (366 days).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 31622400000i64))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout_ms: Option<i64>,
 }
@@ -65,9 +75,11 @@ impl CreateExecution {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct TtySize {
-    /// Lines.
+    /// Lines, 1 to 10000.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub rows: u32,
-    /// Columns.
+    /// Columns, 1 to 10000.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
     pub cols: u32,
 }
 
@@ -130,13 +142,20 @@ pub struct ExecutionList {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SignalBody {
-    /// A name ("SIGINT", "INT") or a number.
+    /// A name, upper case, with or without `SIG` ("SIGINT", "INT"), or its number (1 to 31).
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^((SIG)?(HUP|INT|QUIT|ILL|TRAP|ABRT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|CHLD|CONT|STOP|TSTP|TTIN|TTOU|URG|XCPU|XFSZ|VTALRM|PROF|WINCH|IO|PWR|SYS)|[1-9]|[12][0-9]|3[01])$"
+        )
+    )]
     pub signal: String,
 }
 
 /// The query of the attach (`GET /v1/boxes/{id}/executions/{eid}/attach`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::IntoParams))]
+#[cfg_attr(feature = "openapi", into_params(parameter_in = Query))]
 #[serde(deny_unknown_fields)]
 pub struct AttachParams {
     /// The first output cursor wanted (the last cursor received plus its data length after a cut). Default 0.

@@ -66,7 +66,8 @@ pub struct Me {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateKey {
-    /// A label for humans.
+    /// A label for humans, 1 to 128 characters.
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 128))]
     pub name: String,
     /// member (default) or admin. Platform admins may also create platform_admin keys in the platform org.
     #[serde(skip_serializing_if = "Option::is_none")]

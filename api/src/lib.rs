@@ -6,6 +6,7 @@
 //!   query parameters, by resource;
 //! - [`error`]: the error body and the stable error codes;
 //! - [`attach`]: the frames of the WebSocket attach (binary output records, JSON text messages both ways);
+//! - `schema` (with `openapi`): the value rules utoipa's attributes cannot spell, and the limits;
 //! - [`size`]: byte sizes as the command-line tools spell them (`512M`, `2GiB`).
 //!
 //! The control plane serializes these types as its responses and deserializes its requests with them; the SDK does
@@ -20,6 +21,8 @@ pub mod boxes;
 pub mod error;
 pub mod executions;
 pub mod keys;
+#[cfg(feature = "openapi")]
+pub mod schema;
 pub mod size;
 pub mod snapshots;
 pub mod state;

@@ -16,15 +16,19 @@ use uuid::Uuid;
 #[serde(deny_unknown_fields)]
 pub struct SnapshotMetadata {
     /// Default command (argv) when an execution gives none. Empty: none.
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::argv))]
     #[serde(default)]
     pub cmd: Vec<String>,
     /// Environment of every execution (the box's and the execution's own env win).
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::env_map))]
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Default working directory.
+    /// Default working directory, at most 4096 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
     #[serde(default)]
     pub working_dir: Option<String>,
-    /// Default user (a name in the image, a uid, or uid:gid).
+    /// Default user (a name in the image, a uid, or uid:gid), at most 256 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
     #[serde(default)]
     pub user: Option<String>,
 }
@@ -34,7 +38,11 @@ pub struct SnapshotMetadata {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct CreateSnapshot {
-    /// Unique in the org: `[a-z0-9][a-z0-9._-]*`, at most 63 bytes.
+    /// Unique in the org: `[a-z0-9][a-z0-9._-]*`, at most 63 characters.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9][a-z0-9._-]*$", max_length = 63, example = "python-3.12")
+    )]
     pub name: String,
     /// Publish to every org (platform admins only).
     #[serde(default)]
@@ -52,9 +60,11 @@ pub struct CreateSnapshot {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct ExistingObject {
-    /// Object key in the snapshot bucket.
+    /// Object key in the snapshot bucket, 1 to 1024 characters (not under `snapshots/`: reserved for uploaded images).
+    #[cfg_attr(feature = "openapi", schema(min_length = 1, max_length = 1024))]
     pub key: String,
-    /// Expected `sha256:<hex>` of the object.
+    /// Expected `sha256:<64 lowercase hex>` of the object.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^sha256:[0-9a-f]{64}$"))]
     pub digest: String,
 }
 

@@ -41,8 +41,15 @@ pub enum AdminCmd {
 
 #[derive(Subcommand)]
 pub enum OrgCmd {
+    /// Create an org (with the platform's default quota).
     Create { name: String },
+    /// List every org.
     Ls,
+    /// Delete an org. Refused while it has boxes (other than deleted ones) or snapshots; its keys stop working.
+    Rm {
+        /// The org's id (see `boxyard admin org ls`).
+        org_id: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -144,6 +151,10 @@ pub async fn run(c: &Client, json_out: bool, cmd: AdminCmd) -> anyhow::Result<()
     let (v, cols): (Option<Value>, &[&str]) = match cmd {
         AdminCmd::Org(OrgCmd::Create { name }) => (json(c.create_org(&CreateOrg { name, quota: None }).await?)?, &[]),
         AdminCmd::Org(OrgCmd::Ls) => (json(c.list_orgs().await?)?, &["id", "name", "created_at"]),
+        AdminCmd::Org(OrgCmd::Rm { org_id }) => {
+            c.delete_org(&org_id).await?;
+            (None, &[])
+        }
         AdminCmd::Key(KeyCmd::Create { name, role: r, org }) => {
             let req = CreateKey { name, role: Some(role(&r)?) };
             let created = match org {

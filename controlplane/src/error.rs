@@ -24,7 +24,10 @@ pub type ApiResult<T> = Result<T, ApiError>;
 impl ApiError {
     /// An error with any status and code, without `retry_after`.
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
-        ApiError { status, body: ErrorBody { code: code.into(), message: message.into(), retry_after: None } }
+        ApiError {
+            status,
+            body: ErrorBody { code: code.into(), message: message.into(), retry_after: None, request_id: None },
+        }
     }
 
     /// Tells the client to retry after `secs` seconds (the body's `retry_after` and the `Retry-After` header).
@@ -93,8 +96,29 @@ impl std::fmt::Display for ApiError {
 
 impl std::error::Error for ApiError {}
 
+/// Longest message sent (a message quoting a huge client value is cut).
+const MAX_MESSAGE: usize = 2048;
+
+/// A message as sent: NUL bytes a client sent (and that a message quotes) written as `\0`, at most
+/// [`MAX_MESSAGE`] bytes.
+fn printable(mut m: String) -> String {
+    if m.contains('\0') {
+        m = m.replace('\0', "\\0");
+    }
+    if m.len() > MAX_MESSAGE {
+        let mut cut = MAX_MESSAGE;
+        while !m.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        m.truncate(cut);
+        m.push('…');
+    }
+    m
+}
+
 impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
+    fn into_response(mut self) -> Response {
+        self.body.message = printable(self.body.message);
         if self.status.is_server_error() {
             tracing::warn!(code = %self.body.code, status = self.status.as_u16(), "{}", self.body.message);
         }
@@ -108,26 +132,27 @@ impl IntoResponse for ApiError {
 }
 
 /// Database failures: a lost or unreachable database is a 503 with `retry_after` (the control plane reconnects by
-/// itself); anything else is a 500.
+/// itself); anything else is a 500. The database's own words never reach the client: they are logged (in the
+/// request's span, with its request id) and the client gets the code and the request id.
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                ApiError::unavailable(
-                    codes::DATABASE_UNAVAILABLE,
-                    format!("the database is unreachable ({e}); retry shortly"),
-                )
+                tracing::warn!("database unreachable: {e}");
+                ApiError::unavailable(codes::DATABASE_UNAVAILABLE, "the database is unreachable; retry shortly")
             }
             sqlx::Error::Database(db) if db.code().as_deref() == Some("23505") => {
-                ApiError::conflict(codes::ALREADY_EXISTS, format!("an object with the same unique name exists ({db})"))
+                tracing::info!("unique violation: {db}");
+                ApiError::conflict(codes::ALREADY_EXISTS, "an object with the same unique name exists; choose another")
             }
             sqlx::Error::Database(db) if db.code().is_some_and(|c| c.starts_with("57P") || c.starts_with("08")) => {
-                ApiError::unavailable(
-                    codes::DATABASE_UNAVAILABLE,
-                    format!("the database is restarting ({e}); retry shortly"),
-                )
+                tracing::warn!("database restarting: {e}");
+                ApiError::unavailable(codes::DATABASE_UNAVAILABLE, "the database is restarting; retry shortly")
             }
-            _ => ApiError::internal(format!("database error: {e}")),
+            _ => {
+                tracing::error!("database error: {e}");
+                ApiError::internal("the control plane failed on a database error")
+            }
         }
     }
 }
@@ -152,5 +177,18 @@ impl From<tonic::Status> for ApiError {
             Code::DataLoss => ApiError::new(StatusCode::BAD_GATEWAY, codes::SNAPSHOT_CORRUPT, msg),
             _ => ApiError::new(StatusCode::BAD_GATEWAY, codes::RUNNER_ERROR, format!("the runner failed: {msg}")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_never_carry_a_nul_byte_nor_a_whole_huge_value() {
+        assert_eq!(printable("unknown field `a\0b`".into()), "unknown field `a\\0b`");
+        let huge = printable(format!("bad value {}", "é".repeat(5000)));
+        assert!(huge.len() <= MAX_MESSAGE + "…".len() && huge.ends_with('…'), "{}", huge.len());
+        assert_eq!(printable("fine".into()), "fine");
     }
 }

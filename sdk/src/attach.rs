@@ -256,14 +256,19 @@ impl Attach {
             Err(tungstenite::Error::Http(resp)) => {
                 let status = resp.status().as_u16();
                 let e = match resp.body().as_deref().map(Error::from_response_body) {
-                    Some(Some(b)) => {
-                        Error::Api { status, code: b.code, message: b.message, retry_after: b.retry_after }
-                    }
+                    Some(Some(b)) => Error::Api {
+                        status,
+                        code: b.code,
+                        message: b.message,
+                        retry_after: b.retry_after,
+                        request_id: b.request_id,
+                    },
                     _ => Error::Api {
                         status,
                         code: "http_error".into(),
                         message: "the attach was refused".into(),
                         retry_after: None,
+                        request_id: None,
                     },
                 };
                 // 5xx and 429 may pass; the rest will not.
@@ -426,7 +431,7 @@ impl Attach {
                             continue;
                         }
                         self.done = true;
-                        return Some(Err(Error::Api { status: 0, code, message, retry_after: None }));
+                        return Some(Err(Error::Api { status: 0, code, message, retry_after: None, request_id: None }));
                     }
                     Ok(_) => continue,
                 },

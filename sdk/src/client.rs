@@ -300,6 +300,11 @@ impl Client {
         self.get(&format!("/v1/admin/orgs/{org_id}")).await
     }
 
+    /// Deletes an org that has no boxes (but deleted ones) and no snapshots; its keys stop working.
+    pub async fn delete_org(&self, org_id: impl Display) -> Result<()> {
+        self.none(Method::DELETE, &format!("/v1/admin/orgs/{org_id}")).await
+    }
+
     /// Sets an org's quota.
     pub async fn set_quota(&self, org_id: impl Display, quota: &Quota) -> Result<OrgView> {
         self.call(Method::PUT, &format!("/v1/admin/orgs/{org_id}/quota"), Some(quota)).await

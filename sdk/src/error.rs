@@ -15,6 +15,8 @@ pub enum Error {
         message: String,
         /// Seconds after which a retry may succeed.
         retry_after: Option<u64>,
+        /// The request's id (the response's `x-request-id`): quote it when reporting a problem.
+        request_id: Option<String>,
     },
     /// The server could not be reached or the connection failed.
     #[error("cannot reach the Boxyard API at {url}: {message}")]
@@ -55,10 +57,20 @@ impl Error {
     /// gives the code `http_error`).
     pub(crate) fn from_response(status: u16, body: &[u8]) -> Error {
         match Error::from_response_body(body) {
-            Some(b) => Error::Api { status, code: b.code, message: b.message, retry_after: b.retry_after },
-            None => {
-                Error::Api { status, code: "http_error".into(), message: format!("HTTP {status}"), retry_after: None }
-            }
+            Some(b) => Error::Api {
+                status,
+                code: b.code,
+                message: b.message,
+                retry_after: b.retry_after,
+                request_id: b.request_id,
+            },
+            None => Error::Api {
+                status,
+                code: "http_error".into(),
+                message: format!("HTTP {status}"),
+                retry_after: None,
+                request_id: None,
+            },
         }
     }
 }
@@ -81,7 +93,7 @@ mod tests {
     fn an_error_response_becomes_an_api_error_with_its_code() {
         let e = Error::from_response(503, br#"{"code":"no_capacity","message":"no room","retry_after":10}"#);
         assert!(
-            matches!(&e, Error::Api { status: 503, code, message, retry_after: Some(10) } if code == "no_capacity" && message == "no room"),
+            matches!(&e, Error::Api { status: 503, code, message, retry_after: Some(10), .. } if code == "no_capacity" && message == "no room"),
             "{e:?}"
         );
         assert_eq!(e.code(), Some("no_capacity"));

@@ -1,7 +1,5 @@
 //! `/v1/boxes`: create, list, get, start, stop, delete.
 
-use std::collections::BTreeMap;
-
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -16,51 +14,11 @@ use crate::machine::BoxState;
 use crate::state::AppState;
 use crate::store::boxes::{self as store, NewBoxRow};
 
-/// Most vCPUs one box may ask for (quotas may allow fewer).
-pub const MAX_VCPUS: i64 = 256;
-/// Most memory one box may ask for, in MiB (1 TiB).
-pub const MAX_MEMORY_MIB: i64 = 1 << 20;
-/// Largest writable disk one box may ask for, in MiB (16 TiB).
-pub const MAX_DISK_MIB: i64 = 16 << 20;
-const MAX_SECONDS: i64 = 365 * 24 * 3600;
-
-fn range(field: &str, v: Option<i64>, default: i64, min: i64, max: i64) -> ApiResult<i64> {
-    let v = v.unwrap_or(default);
-    if v < min || v > max {
-        return Err(ApiError::invalid(format!("{field} must be between {min} and {max} (got {v})")));
-    }
-    Ok(v)
-}
-
-/// Checks a string map of a request (env, labels, selectors): at most 256 entries, keys of 1 to 256 bytes (without
-/// `=` when `env`), values of at most 32 KiB, no NUL bytes; 422 naming `field` and the entry otherwise.
-pub fn check_map(field: &str, m: &BTreeMap<String, String>, env: bool) -> ApiResult<()> {
-    if m.len() > 256 {
-        return Err(ApiError::invalid(format!("{field} has {} entries; at most 256 are allowed", m.len())));
-    }
-    for (k, v) in m {
-        let bad_key = k.is_empty() || k.len() > 256 || k.contains('\0') || (env && k.contains('='));
-        if bad_key || v.len() > 32 * 1024 || v.contains('\0') {
-            return Err(ApiError::invalid(format!(
-                "{field}: entry {k:?} is not valid (keys 1..256 bytes{}, values at most 32 KiB, no NUL bytes)",
-                if env { " without '='" } else { "" }
-            )));
-        }
-    }
-    Ok(())
-}
-
 async fn validate(st: &AppState, org: uuid::Uuid, c: CreateBox) -> ApiResult<NewBox> {
+    // Every value is within the schema's bounds (checked by the extractor); what is left are the defaults and the
+    // snapshot.
     let cfg = &st.config;
-    if c.name.as_ref().is_some_and(|n| n.len() > 128) {
-        return Err(ApiError::invalid("name must be at most 128 bytes"));
-    }
-    check_map("env", &c.env, true)?;
-    check_map("labels", &c.labels, false)?;
-    check_map("runner_selector", &c.runner_selector, false)?;
-    let secs = |f: &str, v: Option<i64>| -> ApiResult<Option<i32>> {
-        v.map(|v| range(f, Some(v), 0, 1, MAX_SECONDS).map(|v| v as i32)).transpose()
-    };
+    let secs = |v: Option<i64>| v.map(|v| v as i32);
     let snapshot_row = match &c.snapshot {
         Some(name) => Some(crate::snapshots::resolve(st, org, name).await?),
         None => None,
@@ -74,14 +32,14 @@ async fn validate(st: &AppState, org: uuid::Uuid, c: CreateBox) -> ApiResult<New
             snapshot: c.snapshot,
             snapshot_id: snapshot_row.as_ref().map(|s| s.id),
             snapshot_digest: snapshot_row.as_ref().and_then(|s| s.digest.clone()),
-            vcpus: range("vcpus", c.vcpus, cfg.default_vcpus.into(), 1, MAX_VCPUS)? as i32,
-            memory_mib: range("memory_mib", c.memory_mib, cfg.default_memory_mib as i64, 64, MAX_MEMORY_MIB)?,
-            disk_mib: range("disk_mib", c.disk_mib, cfg.default_disk_mib as i64, 64, MAX_DISK_MIB)?,
+            vcpus: c.vcpus.map_or(cfg.default_vcpus as i32, |v| v as i32),
+            memory_mib: c.memory_mib.unwrap_or(cfg.default_memory_mib as i64),
+            disk_mib: c.disk_mib.unwrap_or(cfg.default_disk_mib as i64),
             env,
             labels: c.labels,
             runner_selector: c.runner_selector,
-            auto_stop_seconds: secs("auto_stop_seconds", c.auto_stop_seconds)?,
-            ttl_seconds: secs("ttl_seconds", c.ttl_seconds)?,
+            auto_stop_seconds: secs(c.auto_stop_seconds),
+            ttl_seconds: secs(c.ttl_seconds),
         },
     })
 }
@@ -89,9 +47,11 @@ async fn validate(st: &AppState, org: uuid::Uuid, c: CreateBox) -> ApiResult<New
 /// Create a box.
 ///
 /// Waits until the box runs (201) unless `wait=false` (202, `pending`). Honours `Idempotency-Key`.
-#[utoipa::path(post, path = "/v1/boxes", tag = "boxes", params(WaitParam, ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+#[utoipa::path(post, path = "/v1/boxes", tag = "boxes", params(WaitParam, ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 visible ASCII characters, e.g. a UUID (HTTP drops spaces around a header value)", pattern = "^[ \t]*[!-~]{1,255}[ \t]*$")),
     request_body = CreateBox,
     responses((status = 201, body = BoxView, description = "The box runs"), (status = 202, body = BoxView, description = "Accepted (wait=false)"),
+        (status = 404, body = ErrorBody, description = "not_found: no such snapshot"),
+        (status = 409, body = ErrorBody, description = "snapshot_not_ready: the snapshot is not active"),
         (status = 422, body = ErrorBody, description = "Invalid request or per-box quota"), (status = 429, body = ErrorBody, description = "quota_exceeded"),
         (status = 503, body = ErrorBody, description = "no_capacity / no_runner_matches (with retry_after)")))]
 pub async fn create(
@@ -134,7 +94,7 @@ pub async fn list(
     p: Principal,
     Query(q): Query<ListParams>,
 ) -> ApiResult<axum::Json<BoxList>> {
-    let limit = range("limit", q.limit, 50, 1, 200)?;
+    let limit = q.limit.unwrap_or(50);
     let state = match &q.state {
         Some(s) => Some(s.parse::<BoxState>().map_err(|e| ApiError::invalid(e.to_string()))?),
         None => None,

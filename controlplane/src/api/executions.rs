@@ -20,25 +20,9 @@ use crate::store::boxes::BoxRow;
 use crate::store::executions::{self as store, ExecRow};
 
 fn validate(c: CreateExecution) -> ApiResult<NewExec> {
-    // An empty command means the snapshot's default command (checked when the execution is created).
-    if c.command.first().is_some_and(|p| p.is_empty()) {
-        return Err(ApiError::invalid("command must name a program: [\"program\", \"arg\", ...]"));
-    }
-    if c.command.len() > 4096 || c.command.iter().any(|a| a.contains('\0')) {
-        return Err(ApiError::invalid("command may have at most 4096 arguments, none with a NUL byte"));
-    }
-    super::boxes::check_map("env", &c.env, true)?;
-    if let Some(t) = c.tty
-        && (t.rows == 0 || t.cols == 0 || t.rows > 10_000 || t.cols > 10_000)
-    {
-        return Err(ApiError::invalid("tty rows and cols must be between 1 and 10000"));
-    }
-    let timeout_ms = match c.timeout_ms {
-        Some(t) if t <= 0 || t > 366 * 24 * 3600 * 1000 => {
-            return Err(ApiError::invalid("timeout_ms must be positive and at most a year"));
-        }
-        t => t.map(|t| t as u64),
-    };
+    // Every value is within the schema's bounds (checked by the extractor). An empty command means the snapshot's
+    // default command (checked when the execution is created).
+    let timeout_ms = c.timeout_ms.map(|t| t as u64);
     Ok(NewExec {
         command: c.command,
         env: c.env,
@@ -55,7 +39,7 @@ fn validate(c: CreateExecution) -> ApiResult<NewExec> {
 /// Returns at once (201) with the execution id; attach to stream its output, or poll it for the result.
 /// Honours `Idempotency-Key`.
 #[utoipa::path(post, path = "/v1/boxes/{id}/executions", tag = "executions",
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: 1 to 255 visible ASCII characters, e.g. a UUID (HTTP drops spaces around a header value)", pattern = "^[ \t]*[!-~]{1,255}[ \t]*$")),
     request_body = CreateExecution,
     responses((status = 201, body = ExecutionView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "box_not_running"),
         (status = 422, body = ErrorBody)))]
@@ -96,9 +80,6 @@ pub async fn list(
         None => None,
     };
     let limit = q.limit.unwrap_or(50);
-    if !(1..=200).contains(&limit) {
-        return Err(ApiError::invalid("limit must be between 1 and 200"));
-    }
     let after = super::page_start(&q.cursor)?;
     let rows = store::list(&st.db, p.org_id, b.id, after, state, limit + 1).await?;
     let (items, next_cursor) =
@@ -182,23 +163,13 @@ pub async fn resize(
     let (b, x) = load(&st, &p, &bid, &eid).await?;
     finished_conflict(&x)?;
     let t = body.value;
-    if t.rows == 0 || t.cols == 0 || t.rows > 10_000 || t.cols > 10_000 {
-        return Err(ApiError::invalid("rows and cols must be between 1 and 10000"));
-    }
     executions::resize(&st, &b, &x, t.rows, t.cols).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn check_path(p: &str) -> ApiResult<()> {
-    if !p.starts_with('/') || p.contains('\0') || p.len() > 4096 {
-        return Err(ApiError::invalid("path must be an absolute path in the box"));
-    }
-    Ok(())
-}
-
 /// Upload files: the body is a tar stream, unpacked into the directory `path` (created if missing).
 #[utoipa::path(put, path = "/v1/boxes/{id}/files", tag = "files", params(("id" = Uuid, Path), FilesParams),
-    request_body(content = Vec<u8>, content_type = "application/x-tar"),
+    request_body(description = "A tar stream (any content type is taken as one)", content((boxyard_api::schema::Binary = "application/x-tar"), (boxyard_api::schema::Binary = "application/octet-stream"))),
     responses((status = 200, body = UploadResult), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub async fn upload(
     State(st): State<AppState>,
@@ -208,7 +179,6 @@ pub async fn upload(
     body: HttpBody,
 ) -> ApiResult<axum::Json<UploadResult>> {
     let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
-    check_path(&q.path)?;
     // A broken upload ends the stream early: the runner sees a truncated archive and fails the upload.
     let chunks = body
         .into_data_stream()
@@ -226,7 +196,7 @@ pub async fn upload(
 
 /// Download files: a tar stream of the file or directory at `path`.
 #[utoipa::path(get, path = "/v1/boxes/{id}/files", tag = "files", params(("id" = Uuid, Path), FilesParams),
-    responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+    responses((status = 200, content_type = "application/x-tar", body = boxyard_api::schema::Binary), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub async fn download(
     State(st): State<AppState>,
     p: Principal,
@@ -234,7 +204,6 @@ pub async fn download(
     Query(q): Query<FilesParams>,
 ) -> ApiResult<Response> {
     let b = boxes::get(&st, p.org_id, id(&bid, "box")?).await?;
-    check_path(&q.path)?;
     let (first, stream) = streams::download(&st, &b, q.path).await?;
     let head = futures::stream::iter(first.map(|c| Ok::<_, std::io::Error>(axum::body::Bytes::from(c.data))));
     let rest = stream.map(|r| {

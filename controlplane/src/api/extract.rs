@@ -1,15 +1,26 @@
-//! Request extractors whose failures are API errors (JSON `{code, message}`), not axum's plain-text rejections.
+//! Request extractors whose failures are API errors (JSON `{code, message}`), not axum's plain-text rejections, and
+//! which check what they extract against the operation's schema in the served OpenAPI document
+//! ([`super::contract`]) before a handler sees it.
 
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRequest, FromRequestParts, MatchedPath, Request};
+use axum::http::Method;
 use axum::http::request::Parts;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::contract::{Part, contract};
 use crate::error::ApiError;
 
-/// A JSON request body. An empty body reads as `{}` (so all-default requests need no body). `hash` is the SHA-256
-/// of the raw body, for idempotency checks.
+/// The operation a request was routed to: its method and its path as the document names it.
+fn operation(method: &Method, matched: Option<&MatchedPath>) -> Result<(Method, String), ApiError> {
+    let path = matched.ok_or_else(|| ApiError::internal("a validated extractor ran outside a matched route"))?;
+    Ok((method.clone(), path.as_str().to_string()))
+}
+
+/// A JSON request body, checked against the operation's body schema. An empty body reads as `{}` (so all-default
+/// requests need no body). `hash` is the SHA-256 of the raw body, for idempotency checks.
 pub struct Body<T> {
     /// The decoded body.
     pub value: T,
@@ -24,6 +35,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (method, path) = operation(req.method(), req.extensions().get::<MatchedPath>())?;
         let bytes = axum::body::Bytes::from_request(req, state).await.map_err(|e| {
             if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
                 ApiError::new(e.status(), "body_too_large", format!("JSON bodies are limited to {MAX_JSON} bytes"))
@@ -39,33 +51,55 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             ));
         }
         let raw: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
-        let value = parse(raw)?;
+        let value = parse(&method, &path, raw)?;
         Ok(Body { value, hash: Sha256::digest(raw).to_vec() })
     }
 }
 
-/// Parses JSON: syntax errors are 400 `invalid_json`; a well-formed body of the wrong shape (unknown field, wrong
-/// type, negative number for an unsigned field) is 422 `invalid_request`.
-pub fn parse<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(raw).map_err(|e| match e.classify() {
-        serde_json::error::Category::Syntax | serde_json::error::Category::Eof | serde_json::error::Category::Io => {
-            ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}"))
-        }
-        serde_json::error::Category::Data => ApiError::invalid(format!("invalid request: {e}")),
-    })
+/// Parses a JSON body of the operation `method path`: syntax errors are 400 `invalid_json`; a well-formed body the
+/// operation's schema refuses (a wrong type, a value out of range, a NUL byte, an unknown field) is 422
+/// `invalid_request` naming the field.
+pub fn parse<T: DeserializeOwned>(method: &Method, path: &str, raw: &[u8]) -> Result<T, ApiError> {
+    let mut value: serde_json::Value = serde_json::from_slice(raw)
+        .map_err(|e| ApiError::bad_request("invalid_json", format!("the body is not valid JSON: {e}")))?;
+    contract().check(method, path, Part::Body, &value)?;
+    integral_numbers(&mut value);
+    serde_json::from_value(value).map_err(|e| ApiError::invalid(format!("invalid request: {e}")))
 }
 
-/// Query parameters; malformed ones are 400 `invalid_query`.
+/// JSON Schema counts `2.0` as the integer 2 (and the document's integers accept it): such numbers become integers
+/// before the body is read into its type.
+fn integral_numbers(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Number(n) if n.is_f64() => {
+            if let Some(f) = n.as_f64()
+                && f.fract() == 0.0
+                && f.abs() < 9.0e15
+            {
+                *n = serde_json::Number::from(f as i64);
+            }
+        }
+        serde_json::Value::Array(a) => a.iter_mut().for_each(integral_numbers),
+        serde_json::Value::Object(m) => m.values_mut().for_each(integral_numbers),
+        _ => {}
+    }
+}
+
+/// Query parameters, checked against the operation's parameter schemas: unknown or malformed ones (a number that is
+/// not one) are 400 `invalid_query`; values the schema refuses are 422 `invalid_request`.
 pub struct Query<T>(pub T);
 
-impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for Query<T> {
+impl<S: Send + Sync, T: DeserializeOwned + Serialize> FromRequestParts<S> for Query<T> {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let (method, path) = operation(&parts.method, parts.extensions.get::<MatchedPath>())?;
         let q = parts.uri.query().unwrap_or("");
-        serde_urlencoded::from_str(q)
-            .map(Query)
-            .map_err(|e| ApiError::bad_request("invalid_query", format!("invalid query parameters: {e}")))
+        let value: T = serde_urlencoded::from_str(q)
+            .map_err(|e| ApiError::bad_request("invalid_query", format!("invalid query parameters: {e}")))?;
+        let typed = serde_json::to_value(&value).map_err(|e| ApiError::internal(format!("query as JSON: {e}")))?;
+        contract().check(&method, &path, Part::Query, &typed)?;
+        Ok(Query(value))
     }
 }
 

@@ -31,15 +31,12 @@ impl From<KeyRow> for KeyView {
 
 /// Creates a key in `org` (used by org admins for their org and by platform admins for any org).
 pub async fn create_key(st: &AppState, p: &Principal, org: Uuid, c: CreateKey) -> ApiResult<KeyCreated> {
-    if c.name.is_empty() || c.name.len() > 128 {
-        return Err(ApiError::invalid("name must be 1 to 128 bytes"));
-    }
     let role = c.role.unwrap_or(Role::Member);
     if role > p.role {
         return Err(ApiError::forbidden(format!("a {} key cannot create a {} key", p.role.as_str(), role.as_str())));
     }
     if role == Role::PlatformAdmin && org != p.org_id {
-        return Err(ApiError::invalid("platform_admin keys can only be created in the platform org"));
+        return Err(ApiError::forbidden("platform_admin keys can only be created in the platform org"));
     }
     let s = auth::generate("byk");
     let mut tx = st.db.begin().await?;

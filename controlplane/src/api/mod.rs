@@ -3,18 +3,22 @@
 //!
 //! - [`boxes`]: box lifecycle; [`executions`]: commands, signals, files; [`attach`]: the WebSocket bridge;
 //! - [`keys`]: org keys, `/v1/me`, `/v1/config`; [`admin`]: platform administration;
-//! - [`extract`]: extractors whose rejections are JSON errors; [`idempotency`]: `Idempotency-Key`;
+//! - [`contract`]: the served document, completed with the rules of every operation, and the validators compiled
+//!   from it; [`extract`]: extractors that check requests against it and whose rejections are JSON errors; [`idempotency`]: `Idempotency-Key`;
+//! - [`request_id`]: the id of every request, in its logs, its response and its error body;
 //! - [`model`]: the request and response bodies (those of the contract crate `boxyard-api`) and the conversions
 //!   from rows to them.
 
 pub mod admin;
 pub mod attach;
 pub mod boxes;
+pub mod contract;
 pub mod executions;
 pub mod extract;
 pub mod idempotency;
 pub mod keys;
 pub mod model;
+pub mod request_id;
 pub mod snapshots;
 
 use axum::Router;
@@ -29,14 +33,11 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// The `cursor` query parameter of a list: the id after which the page starts.
+/// The `cursor` query parameter of a list: the id after which the page starts (a UUID, as the schema requires).
 pub fn page_start(cursor: &Option<String>) -> ApiResult<Option<uuid::Uuid>> {
     cursor
         .as_deref()
-        .map(|c| {
-            uuid::Uuid::parse_str(c)
-                .map_err(|_| ApiError::bad_request("invalid_cursor", "cursor is not one this API returned"))
-        })
+        .map(|c| uuid::Uuid::parse_str(c).map_err(|_| ApiError::invalid("cursor is not one this API returned")))
         .transpose()
 }
 
@@ -61,7 +62,7 @@ pub fn page<T>(mut items: Vec<T>, limit: i64, id: impl Fn(&T) -> uuid::Uuid) -> 
         executions::upload, executions::download, attach::attach,
         snapshots::create, snapshots::upload, snapshots::list, snapshots::get, snapshots::delete,
         keys::me, keys::config, keys::create, keys::list, keys::revoke,
-        admin::create_org, admin::list_orgs, admin::get_org, admin::set_quota, admin::create_org_key, admin::list_org_keys,
+        admin::create_org, admin::list_orgs, admin::get_org, admin::delete_org, admin::set_quota, admin::create_org_key, admin::list_org_keys,
         admin::revoke_org_key, admin::list_runners, admin::get_runner, admin::delete_runner, admin::cordon, admin::drain, admin::uncordon,
         admin::create_join_token, admin::list_join_tokens, admin::revoke_join_token, admin::audit_log,
     ),
@@ -115,7 +116,7 @@ pub fn router(st: AppState) -> Router {
         .route("/keys", post(keys::create).get(keys::list))
         .route("/keys/{key_id}", axum::routing::delete(keys::revoke))
         .route("/admin/orgs", post(admin::create_org).get(admin::list_orgs))
-        .route("/admin/orgs/{org_id}", get(admin::get_org))
+        .route("/admin/orgs/{org_id}", get(admin::get_org).delete(admin::delete_org))
         .route("/admin/orgs/{org_id}/quota", put(admin::set_quota))
         .route("/admin/orgs/{org_id}/keys", post(admin::create_org_key).get(admin::list_org_keys))
         .route("/admin/orgs/{org_id}/keys/{key_id}", axum::routing::delete(admin::revoke_org_key))
@@ -144,19 +145,21 @@ pub fn router(st: AppState) -> Router {
         })
         .layer(axum::middleware::from_fn_with_state(st.clone(), observe))
         .layer(tower_http::trace::TraceLayer::new_for_http().make_span_with(request_span))
+        .layer(axum::middleware::from_fn(request_id::layer))
         .with_state(st)
 }
 
 /// A span per request, child of the caller's trace when it sent `traceparent`.
 fn request_span(req: &Request) -> tracing::Span {
     use tracing_opentelemetry::OpenTelemetrySpanExt;
-    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path());
+    let id = req.headers().get(&request_id::HEADER).and_then(|v| v.to_str().ok()).unwrap_or_default();
+    let span = tracing::info_span!("http", method = %req.method(), path = %req.uri().path(), request_id = %id);
     let _ = span.set_parent(crate::telemetry::extract_context(req.headers()));
     span
 }
 
 async fn openapi() -> impl IntoResponse {
-    axum::Json(ApiDoc::openapi())
+    axum::Json(contract::contract().document().clone())
 }
 
 async fn metrics(State(st): State<AppState>) -> impl IntoResponse {

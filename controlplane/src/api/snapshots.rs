@@ -31,18 +31,6 @@ impl From<SnapshotRow> for SnapshotView {
     }
 }
 
-fn valid_name(n: &str) -> bool {
-    !n.is_empty()
-        && n.len() <= 63
-        && n.bytes().next().is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && n.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-' || b == b'_')
-}
-
-fn valid_digest(d: &str) -> bool {
-    d.strip_prefix("sha256:")
-        .is_some_and(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-}
-
 /// Only the owning org's admins (and platform admins, for published snapshots) change a snapshot.
 fn may_change(p: &Principal, s: &SnapshotRow) -> ApiResult<()> {
     match s.org_id {
@@ -66,30 +54,19 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, axum::Json<SnapshotView>)> {
     p.require(Role::Admin)?;
     let store = snapshots::store(&st)?.clone();
+    // Every value is within the schema's bounds (checked by the extractor).
     let c = body.value;
-    if !valid_name(&c.name) {
-        return Err(ApiError::invalid("name must be [a-z0-9][a-z0-9._-]*, at most 63 bytes"));
-    }
     if c.public {
         p.require(Role::PlatformAdmin)?;
-    }
-    super::boxes::check_map("metadata.env", &c.metadata.env, true)?;
-    if c.metadata.cmd.iter().any(|a| a.contains('\0')) {
-        return Err(ApiError::invalid("metadata.cmd must not contain NUL bytes"));
     }
     let id = Uuid::now_v7();
     let (state, key) = match &c.source {
         Some(src) => {
-            if !valid_digest(&src.digest) {
-                return Err(ApiError::invalid("source.digest must be sha256:<64 lowercase hex>"));
-            }
-            if src.key.is_empty() || src.key.len() > 1024 {
-                return Err(ApiError::invalid("source.key must be 1 to 1024 bytes"));
-            }
             // Uploaded images live under snapshots/ and go with their snapshot: not registrable a second time.
             if src.key.starts_with("snapshots/") {
-                return Err(ApiError::invalid(
-                    "source.key must not be under snapshots/ (reserved for uploaded images)",
+                return Err(ApiError::forbidden(
+                    "source.key must not be under snapshots/ (reserved for uploaded images); register an object \
+                     stored elsewhere in the bucket",
                 ));
             }
             ("verifying", src.key.clone())
@@ -149,8 +126,11 @@ pub async fn create(
 /// The digest is computed on the way. An interrupted upload leaves the snapshot `failed` and nothing in the bucket
 /// under its key; upload again to retry.
 #[utoipa::path(put, path = "/v1/snapshots/{id}/image", tag = "snapshots", params(("id" = Uuid, Path)),
-    request_body(content = Vec<u8>, content_type = "application/octet-stream"),
-    responses((status = 200, body = SnapshotView), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody)))]
+    request_body(content = boxyard_api::schema::Binary, content_type = "application/octet-stream"),
+    responses((status = 200, body = SnapshotView), (status = 403, body = ErrorBody, description = "forbidden: not an admin of the snapshot's org"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "upload_failed: the body broke off or was empty"),
+        (status = 501, body = ErrorBody, description = "snapshots_disabled"), (status = 502, body = ErrorBody, description = "storage_error")))]
 pub async fn upload(
     State(st): State<AppState>,
     p: Principal,
@@ -229,7 +209,8 @@ pub async fn get(
 
 /// Delete a snapshot (refused while boxes use it).
 #[utoipa::path(delete, path = "/v1/snapshots/{id}", tag = "snapshots", params(("id" = Uuid, Path)),
-    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "snapshot_in_use")))]
+    responses((status = 204, description = "Deleted"), (status = 403, body = ErrorBody, description = "forbidden: not an admin of the snapshot's org"),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody, description = "snapshot_in_use")))]
 pub async fn delete(State(st): State<AppState>, p: Principal, Path(sid): Path<String>) -> ApiResult<StatusCode> {
     let s = snapshots::get(&st, p.org_id, id(&sid, "snapshot")?).await?;
     may_change(&p, &s)?;

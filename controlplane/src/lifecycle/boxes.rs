@@ -84,24 +84,33 @@ async fn check_quota(
         return Err(per_box("MiB of disk", disk_mib, q.max_box_disk_mib));
     }
     let (n, cpu, mem) = store::active_usage(tx, org, except).await?;
-    let total = |what: &str, used: i64, asked: i64, max: i64| {
+    let total = |what: String| {
         ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "quota_exceeded",
-            format!(
-                "the org's quota allows {max} {what} in active boxes; {used} are in use and this box needs {asked}. \
-                 Stop or delete boxes, or ask an admin to raise the quota"
-            ),
+            format!("{what}. Stop or delete boxes, or ask an admin to raise the quota"),
         )
     };
     if n + 1 > q.max_boxes.into() {
-        return Err(total("boxes", n, 1, q.max_boxes.into()));
+        let max = q.max_boxes;
+        return Err(total(format!(
+            "the org's quota allows at most {max} active {}, and {n} {} active",
+            if max == 1 { "box" } else { "boxes" },
+            if n == 1 { "is" } else { "are" }
+        )));
     }
     if cpu + i64::from(vcpus) > q.max_vcpus.into() {
-        return Err(total("vCPUs", cpu, vcpus.into(), q.max_vcpus.into()));
+        return Err(total(format!(
+            "the org's quota allows {} vCPUs across its active boxes; {cpu} are in use and this box needs {vcpus}",
+            q.max_vcpus
+        )));
     }
     if mem + memory_mib > q.max_memory_mib {
-        return Err(total("MiB of memory", mem, memory_mib, q.max_memory_mib));
+        return Err(total(format!(
+            "the org's quota allows {} MiB of memory across its active boxes; {mem} MiB are in use and this box \
+             needs {memory_mib} MiB",
+            q.max_memory_mib
+        )));
     }
     Ok(())
 }

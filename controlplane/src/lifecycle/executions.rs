@@ -80,8 +80,10 @@ pub async fn create(st: &AppState, b: &BoxRow, mut ne: NewExec) -> ApiResult<Exe
         ne.user = ne.user.or(m.user);
     }
     if ne.command.is_empty() || ne.command[0].is_empty() {
-        return Err(ApiError::invalid(
-            "command must name a program: [\"program\", \"arg\", ...] (the box's snapshot has no default command)",
+        return Err(ApiError::new(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            boxyard_api::error::codes::NO_COMMAND,
+            "the command is empty and the box's snapshot has no default command: give one, [\"program\", \"arg\", ...]",
         ));
     }
     let id = Uuid::now_v7();

@@ -67,3 +67,47 @@ pub async fn name_taken(tx: &mut Transaction<'_, Postgres>, name: &str) -> Resul
 pub async fn list(db: &sqlx::PgPool) -> Result<Vec<Uuid>, sqlx::Error> {
     sqlx::query_scalar("SELECT id FROM orgs ORDER BY id").fetch_all(db).await
 }
+
+/// What keeps an org from being deleted: its boxes that are not deleted, and its snapshots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
+pub struct OrgUse {
+    /// Boxes not deleted (any state, `lost` included).
+    pub boxes: i64,
+    /// Snapshots of the org (any state).
+    pub snapshots: i64,
+}
+
+/// Locks an org (its quota row, which every box create and start in the org also locks) and counts what it still
+/// has. None: no such org.
+pub async fn lock_for_delete(
+    tx: &mut Transaction<'_, Postgres>,
+    org: Uuid,
+) -> Result<Option<(String, OrgUse)>, sqlx::Error> {
+    let name: Option<String> = sqlx::query_scalar(
+        "SELECT o.name FROM orgs o JOIN org_quotas q ON q.org_id = o.id WHERE o.id = $1 FOR UPDATE OF o, q",
+    )
+    .bind(org)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(name) = name else { return Ok(None) };
+    let used: OrgUse = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM boxes WHERE org_id = $1 AND deleted_at IS NULL) AS boxes,
+                (SELECT count(*) FROM snapshots WHERE org_id = $1) AS snapshots",
+    )
+    .bind(org)
+    .fetch_one(&mut **tx)
+    .await?;
+    Ok(Some((name, used)))
+}
+
+/// Revokes every key of an org, then deletes the org with what is left of it (its quota, keys, deleted boxes and
+/// their executions, idempotency records). Returns how many keys were still live.
+pub async fn delete(tx: &mut Transaction<'_, Postgres>, org: Uuid) -> Result<u64, sqlx::Error> {
+    let revoked = sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE org_id = $1 AND revoked_at IS NULL")
+        .bind(org)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+    sqlx::query("DELETE FROM orgs WHERE id = $1").bind(org).execute(&mut **tx).await?;
+    Ok(revoked)
+}
