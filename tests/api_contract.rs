@@ -187,8 +187,11 @@ async fn a_role_of_the_wrong_json_type_is_422_not_400() {
         let r = s.admin.post(&format!("/v1/admin/orgs/{org}/keys"), body.clone()).await;
         assert_eq!(r.status, 422, "admin route {body}: {}", r.body);
     }
-    // Not JSON at all is still 400.
+    // Not JSON at all is still 400, whitespace included (only a body of no bytes reads as `{}`).
     admin.raw("POST", "/v1/keys", b"{\"name\":".to_vec(), "application/json").await.err(400, "invalid_json");
+    s.admin.raw("POST", "/v1/admin/join-tokens", b"\n".to_vec(), "application/json").await.err(400, "invalid_json");
+    let r = s.admin.raw("POST", "/v1/admin/join-tokens", vec![], "application/json").await;
+    assert_eq!(r.status, 201, "{}", r.body);
 }
 
 /// Values are checked before the objects' state: a bad signal or size on a finished execution is 422, not 409.
@@ -331,4 +334,31 @@ async fn an_org_is_deleted_only_when_empty_and_its_keys_stop_working() {
     // The name is free again.
     let (_, again) = s.admin.org("doomed").await;
     again.get("/v1/me").await.ok();
+}
+
+/// What only the box can know is a 409 of the box's state, and what the request's shape says is a 422: a user the
+/// box's /etc/passwd lacks, a missing working directory, versus a relative one.
+#[tokio::test(flavor = "multi_thread")]
+async fn rules_of_the_box_are_409_and_rules_of_the_request_422() {
+    let s = Stack::start(&[("r1", 4)]).await;
+    let (_, api) = s.admin.org("alpha").await;
+    let b = api.create_box(json!({})).await;
+    let x = format!("/v1/boxes/{b}/executions");
+    let r = api.post(&x, json!({"command": ["true"], "user": "no-such-user-here"})).await;
+    assert!(r.err(409, "failed_precondition")["message"].as_str().unwrap().contains("/etc/passwd"), "{}", r.body);
+    api.post(&x, json!({"command": ["true"], "working_dir": "/no/such/dir"})).await.err(409, "failed_precondition");
+    api.post(&x, json!({"command": ["true"], "working_dir": "relative"})).await.err(422, "invalid_request");
+    api.post(&x, json!({"command": ["true"], "user": "1:x"})).await.err(422, "invalid_request");
+}
+
+/// An Idempotency-Key is 1 to 255 visible ASCII characters: an inner space is refused (HTTP itself drops the
+/// spaces around a header value).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_idempotency_key_with_an_inner_space_is_refused() {
+    let s = Stack::start(&[]).await;
+    let (_, api) = s.admin.org("alpha").await;
+    let r = api.send("POST", "/v1/boxes?wait=false", Some(json!({})), &[("Idempotency-Key", "two words")]).await;
+    r.err(400, "invalid_idempotency_key");
+    let r = api.send("POST", "/v1/boxes?wait=false", Some(json!({})), &[("Idempotency-Key", "  padded  ")]).await;
+    assert_eq!(r.status, 202, "a padded key is the key without its padding: {}", r.body);
 }

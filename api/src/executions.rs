@@ -43,12 +43,13 @@ pub struct CreateExecution {
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::env_map))]
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
-    /// Working directory (default: the snapshot's, else /), at most 4096 characters.
-    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
+    /// Working directory, absolute, at most 4096 characters (default: the snapshot's, else the user's home, else /).
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096, pattern = "^(/[^\\x00]*)?$"))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
-    /// A user name in the box, a uid, or uid:gid (default root), at most 256 characters.
-    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
+    /// A user name in the box, a uid, or uid:gid (default root), at most 256 characters. A name the box's
+    /// /etc/passwd does not have: 409 failed_precondition.
+    #[cfg_attr(feature = "openapi", schema(max_length = 256, pattern = "^([^:\\x00]*|[0-9]{1,9}:[0-9]{1,9})$"))]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Run on a pseudo-terminal of this size (stdout and stderr merge).

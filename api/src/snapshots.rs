@@ -23,12 +23,12 @@ pub struct SnapshotMetadata {
     #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::env_map))]
     #[serde(default)]
     pub env: BTreeMap<String, String>,
-    /// Default working directory, at most 4096 characters.
-    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
+    /// Default working directory, absolute, at most 4096 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096, pattern = "^(/[^\\x00]*)?$"))]
     #[serde(default)]
     pub working_dir: Option<String>,
     /// Default user (a name in the image, a uid, or uid:gid), at most 256 characters.
-    #[cfg_attr(feature = "openapi", schema(max_length = 256))]
+    #[cfg_attr(feature = "openapi", schema(max_length = 256, pattern = "^([^:\\x00]*|[0-9]{1,9}:[0-9]{1,9})$"))]
     #[serde(default)]
     pub user: Option<String>,
 }

@@ -19,7 +19,7 @@ fn operation(method: &Method, matched: Option<&MatchedPath>) -> Result<(Method, 
     Ok((method.clone(), path.as_str().to_string()))
 }
 
-/// A JSON request body, checked against the operation's body schema. An empty body reads as `{}` (so all-default
+/// A JSON request body, checked against the operation's body schema. A body of no bytes reads as `{}` (so all-default
 /// requests need no body). `hash` is the SHA-256 of the raw body, for idempotency checks.
 pub struct Body<T> {
     /// The decoded body.
@@ -50,7 +50,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
                 format!("JSON bodies are limited to {MAX_JSON} bytes"),
             ));
         }
-        let raw: &[u8] = if bytes.iter().all(u8::is_ascii_whitespace) { b"{}" } else { &bytes };
+        // No body at all reads as `{}`; anything else (whitespace included) must be JSON.
+        let raw: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
         let value = parse(&method, &path, raw)?;
         Ok(Body { value, hash: Sha256::digest(raw).to_vec() })
     }

@@ -37,7 +37,7 @@ pub async fn begin(st: &AppState, headers: &HeaderMap, org: Uuid, operation: &st
     let key = v
         .to_str()
         .ok()
-        .filter(|k| !k.is_empty() && k.len() <= 255)
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
         .ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_idempotency_key",

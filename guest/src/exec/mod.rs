@@ -272,8 +272,11 @@ impl ExecTable {
             Some(t) => Some((t.rows as u16, t.cols as u16)),
             None => None,
         };
-        let identity =
-            users::resolve(&req.user, &self.config.passwd).map_err(|e| ExecError::InvalidArgument(e.to_string()))?;
+        // A user the box does not have is a matter of the box's state (its /etc/passwd), not of the request's shape.
+        let identity = users::resolve(&req.user, &self.config.passwd).map_err(|e| match e {
+            users::UserError::Unknown(_) => ExecError::FailedPrecondition(e.to_string()),
+            users::UserError::Invalid(_) => ExecError::InvalidArgument(e.to_string()),
+        })?;
         let cwd = if req.working_dir.is_empty() {
             if identity.home.is_dir() { identity.home.clone() } else { PathBuf::from("/") }
         } else {
