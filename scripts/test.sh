@@ -29,6 +29,10 @@ else
   cargo test --workspace --locked --no-fail-fast "$@"
 fi
 
+# The API contract on a stack of its own: a generated client, then schemathesis (tests/contract, docs/api.md).
+step "API contract: a generated client and schemathesis (scripts/fuzz-api.sh)"
+bash scripts/fuzz-api.sh
+
 # Ignored by default because most hosts have no hardware virtualization; run here when this one has it.
 if grep -qwE 'vmx|svm' /proc/cpuinfo && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
   step "tests that need KVM"
