@@ -103,8 +103,10 @@ def check_crate(crate: Path) -> list:
 
 
 def main() -> int:
+    # Crates sit one or two levels down (sdk/rust).
+    manifests = list(ROOT.glob("*/Cargo.toml")) + list(ROOT.glob("*/*/Cargo.toml"))
     crates = [Path(a) for a in sys.argv[1:]] or sorted(
-        p.parent for p in ROOT.glob("*/Cargo.toml") if (p.parent / "src").is_dir()
+        p.parent for p in manifests if (p.parent / "src").is_dir() and "target" not in p.parts
     )
     bad = 0
     for c in crates:
