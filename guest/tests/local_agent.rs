@@ -170,7 +170,11 @@ async fn signals_timeouts_and_bad_input() {
     assert_eq!(a.exec(bad_dir).await.unwrap_err().code(), tonic::Code::FailedPrecondition);
     let mut bad_user = req(&["true"]);
     bad_user.user = "no-such-user-xyz".into();
-    assert_eq!(a.exec(bad_user).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+    // A user the box lacks is the box's state (its /etc/passwd); a malformed one is the request's shape.
+    assert_eq!(a.exec(bad_user).await.unwrap_err().code(), tonic::Code::FailedPrecondition);
+    let mut malformed_user = req(&["true"]);
+    malformed_user.user = "1:x".into();
+    assert_eq!(a.exec(malformed_user).await.unwrap_err().code(), tonic::Code::InvalidArgument);
     let err = a.wait(WaitRequest { exec_id: "nope".into() }).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
