@@ -165,10 +165,18 @@ pub fn start_detached(cmd: &mut Command, s: &Startup, pid_file: &Path) -> Result
     Ok(pid)
 }
 
-/// The pid recorded in `pid_file` when that process is alive.
+/// The pid recorded in `pid_file` when that process is alive (a zombie, killed but not yet reaped by its parent,
+/// is not: `boxyard dev up` right after a `kill -9` must start the process again).
 pub fn pid_alive(pid_file: &Path) -> Option<i32> {
     let pid: i32 = std::fs::read_to_string(pid_file).ok()?.trim().parse().ok()?;
-    signal(pid, 0).then_some(pid)
+    (signal(pid, 0) && !is_zombie(pid)).then_some(pid)
+}
+
+/// Whether `pid` has exited and waits to be reaped (state `Z` in /proc/PID/stat).
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    // "PID (COMM) STATE ...": COMM may hold spaces and parentheses, so the state follows the last ')'.
+    stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next()) == Some('Z')
 }
 
 /// Stops the process of `pid_file` (SIGTERM, then SIGKILL after `grace`) and removes the file; the pid when it was
@@ -251,6 +259,24 @@ mod tests {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    #[test]
+    fn a_killed_process_not_yet_reaped_is_not_alive() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new(program_path("sleep")).arg("30").spawn().unwrap();
+        let pid_file = dir.path().join("p.pid");
+        std::fs::write(&pid_file, child.id().to_string()).unwrap();
+        assert_eq!(pid_alive(&pid_file), Some(child.id() as i32));
+        signal(child.id() as i32, libc::SIGKILL);
+        // Not waited for yet: a zombie, which kill(pid, 0) still finds.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !is_zombie(child.id() as i32) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(signal(child.id() as i32, 0), "the zombie is still there");
+        assert_eq!(pid_alive(&pid_file), None);
+        child.wait().unwrap();
     }
 
     fn program_path(name: &str) -> PathBuf {
