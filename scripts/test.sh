@@ -33,6 +33,10 @@ fi
 step "API contract: a generated client and schemathesis (scripts/fuzz-api.sh)"
 bash scripts/fuzz-api.sh
 
+# The Python SDK: install, mypy --strict, sdist and wheel, its tests on a stack of its own (sdk/python).
+step "Python SDK (scripts/test-python-sdk.sh)"
+bash scripts/test-python-sdk.sh
+
 # Ignored by default because most hosts have no hardware virtualization; run here when this one has it.
 if grep -qwE 'vmx|svm' /proc/cpuinfo && [ -r /dev/kvm ] && [ -w /dev/kvm ]; then
   step "tests that need KVM"

@@ -1,0 +1,3 @@
+"""The SDK's version."""
+
+VERSION = "0.1.0"
