@@ -73,9 +73,10 @@ pub fn parse<T: DeserializeOwned>(method: &Method, path: &str, raw: &[u8]) -> Re
 fn integral_numbers(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Number(n) if n.is_f64() => {
+            // Every float of magnitude below 2^63 with no fraction is an integer that i64 holds exactly.
             if let Some(f) = n.as_f64()
                 && f.fract() == 0.0
-                && f.abs() < 9.0e15
+                && f.abs() < 9.2e18
             {
                 *n = serde_json::Number::from(f as i64);
             }
@@ -107,4 +108,20 @@ impl<S: Send + Sync, T: DeserializeOwned + Serialize> FromRequestParts<S> for Qu
 /// An id from the path: anything that is not a UUID cannot name an object, so it is a 404.
 pub fn id(raw: &str, what: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw).map_err(|_| ApiError::not_found(what, format!("{raw:?}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integral_floats_become_integers_and_others_stay() {
+        let mut v = serde_json::json!({"a": 2.0, "b": [9007199254740991.0, -1e18], "c": 1.5, "d": 1e300, "e": 3});
+        integral_numbers(&mut v);
+        assert_eq!(
+            v,
+            serde_json::json!({"a": 2, "b": [9007199254740991i64, -1000000000000000000i64], "c": 1.5, "d": 1e300, "e": 3})
+        );
+        assert!(v["a"].is_i64() && v["b"][0].is_i64() && v["d"].is_f64());
+    }
 }
