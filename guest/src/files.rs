@@ -59,16 +59,16 @@ pub fn upload_dest(dest: &str) -> Result<PathBuf, FileError> {
     Ok(p)
 }
 
-/// Unpacks the tar stream fed into the returned sender into `dest`. Returns (bytes, entries).
-/// The result of an unpack: (bytes read, entries unpacked).
+/// The result of an unpack: (bytes of file data written, entries unpacked).
 pub type UnpackTask = tokio::task::JoinHandle<Result<(u64, u64), FileError>>;
 
+/// Unpacks the tar stream fed into the returned sender into `dest`. Returns (bytes of file data written, entries).
 pub fn start_unpack(dest: PathBuf) -> (mpsc::Sender<Vec<u8>>, UnpackTask) {
     let (tx, rx) = mpsc::channel(16);
     let handle = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dest)?;
-        let mut reader = CountingReader { inner: ChannelReader { rx, buf: Vec::new(), pos: 0 }, count: 0 };
-        let mut entries = 0u64;
+        let mut reader = ChannelReader { rx, buf: Vec::new(), pos: 0 };
+        let (mut entries, mut data) = (0u64, 0u64);
         {
             let mut archive = tar::Archive::new(&mut reader);
             archive.set_preserve_permissions(true);
@@ -77,33 +77,22 @@ pub fn start_unpack(dest: PathBuf) -> (mpsc::Sender<Vec<u8>>, UnpackTask) {
             for entry in archive.entries().map_err(bad_tar)? {
                 let mut entry = entry.map_err(bad_tar)?;
                 // unpack_in refuses paths that escape dest (absolute paths, "..").
+                let size = if entry.header().entry_type().is_file() { entry.size() } else { 0 };
                 if entry.unpack_in(&dest).map_err(bad_tar)? {
                     entries += 1;
+                    data += size;
                 }
             }
         }
         // Drain anything after the end-of-archive marker so the sender never blocks.
         std::io::copy(&mut reader, &mut std::io::sink())?;
-        Ok((reader.count, entries))
+        Ok((data, entries))
     });
     (tx, handle)
 }
 
 fn bad_tar(e: std::io::Error) -> FileError {
     FileError::InvalidArgument(format!("the upload is not a valid tar stream: {e}"))
-}
-
-struct CountingReader<R> {
-    inner: R,
-    count: u64,
-}
-
-impl<R: Read> Read for CountingReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.count += n as u64;
-        Ok(n)
-    }
 }
 
 /// A `Write` that sends chunks on a channel (used on the blocking pool only).

@@ -201,6 +201,9 @@ async fn upload_then_download_round_trips_bytes() {
         .collect();
     let r = a.upload_files(tokio_stream::iter(chunks)).await.unwrap().into_inner();
     assert_eq!(r.entries, 1);
+    // The file data written, not the archive's size (headers and padding).
+    assert_eq!(r.bytes, payload.len() as u64);
+    assert!(tarball.len() > payload.len());
 
     let mut s = a
         .download_files(DownloadRequest { path: dest.join("data.bin").display().to_string() })
