@@ -6,7 +6,7 @@
 #   2. mypy --strict on the package;
 #   3. python -m build: an sdist and a wheel;
 #   4. pytest sdk/python/tests against a stack of its own (boxyard dev up in a temporary directory: real QEMU
-#      boxes), the examples and the README's example included.
+#      boxes), the examples included, and the README's example run with the fresh virtualenv of step 1.
 # Build first: cargo build --workspace, scripts/build-guest.sh, scripts/build-rootfs.sh (scripts/test.sh does).
 # Usage: scripts/test-python-sdk.sh [extra pytest arguments]
 set -euo pipefail
@@ -53,4 +53,6 @@ ls "$work/dist"
 step "pytest sdk/python/tests (a stack of its own)"
 export BOXYARD_BIN_DIR="${BOXYARD_BIN_DIR:-${CARGO_TARGET_DIR:-$PWD/target}/debug}"
 unset BOXYARD_URL BOXYARD_KEY
+# The README's example runs with the fresh virtualenv of step 1, as a user would.
+export BOXYARD_USER_PYTHON="$work/user/bin/python"
 (cd sdk/python && "$venv/bin/python" -m pytest -q -p no:cacheprovider "$@")

@@ -30,3 +30,19 @@ def test_example_runs(org: Org, name: str, expect: list) -> None:
     assert r.returncode == 0, f"{name} failed:\n{r.stdout}\n{r.stderr}"
     for line in expect:
         assert line in r.stdout, f"{line!r} not in the output of {name}:\n{r.stdout}"
+
+
+def readme_example() -> str:
+    """The first Python block of sdk/python/README.md (the five-line example)."""
+    text = (SDK_DIR / "README.md").read_text(encoding="utf-8")
+    start = text.index("```python\n") + len("```python\n")
+    return text[start : text.index("```", start)]
+
+
+def test_the_readme_example_runs(org: Org) -> None:
+    # scripts/test-python-sdk.sh points BOXYARD_USER_PYTHON at a fresh virtualenv with `pip install ./sdk/python`.
+    python = os.environ.get("BOXYARD_USER_PYTHON", sys.executable)
+    env = dict(os.environ, BOXYARD_URL=org.url, BOXYARD_KEY=org.key, PYTHONIOENCODING="utf-8")
+    r = subprocess.run([python, "-c", readme_example()], env=env, capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, f"the README example failed:\n{r.stdout}\n{r.stderr}"
+    assert r.stdout.startswith("hello\n") and "Linux" in r.stdout, r.stdout
