@@ -144,12 +144,7 @@ pub struct ExecutionList {
 #[serde(deny_unknown_fields)]
 pub struct SignalBody {
     /// A name, upper case, with or without `SIG` ("SIGINT", "INT"), or its number (1 to 31).
-    #[cfg_attr(
-        feature = "openapi",
-        schema(
-            pattern = "^((SIG)?(HUP|INT|QUIT|ILL|TRAP|ABRT|BUS|FPE|KILL|USR1|SEGV|USR2|PIPE|ALRM|TERM|STKFLT|CHLD|CONT|STOP|TSTP|TTIN|TTOU|URG|XCPU|XFSZ|VTALRM|PROF|WINCH|IO|PWR|SYS)|[1-9]|[12][0-9]|3[01])$"
-        )
-    )]
+    #[cfg_attr(feature = "openapi", schema(schema_with = crate::schema::signal))]
     pub signal: String,
 }
 

@@ -69,6 +69,15 @@ pub fn argv() -> Schema {
         .into()
 }
 
+/// A signal name or number, as [`SIGNAL_PATTERN`] spells it.
+pub fn signal() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .description(Some("A name, upper case, with or without SIG (\"SIGINT\", \"INT\"), or its number (1 to 31)"))
+        .pattern(Some(SIGNAL_PATTERN))
+        .build()
+}
+
 /// A body of raw bytes (a tar stream, a disk image).
 #[derive(Debug, Clone, Copy)]
 pub struct Binary;

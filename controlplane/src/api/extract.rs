@@ -13,10 +13,11 @@ use uuid::Uuid;
 use super::contract::{Part, contract};
 use crate::error::ApiError;
 
-/// The operation a request was routed to: its method and its path as the document names it.
-fn operation(method: &Method, matched: Option<&MatchedPath>) -> Result<(Method, String), ApiError> {
+/// The operation a request was routed to: its method and its path as the document names it (a `MatchedPath` is a
+/// shared string: cloning it copies nothing).
+fn operation(method: &Method, matched: Option<&MatchedPath>) -> Result<(Method, MatchedPath), ApiError> {
     let path = matched.ok_or_else(|| ApiError::internal("a validated extractor ran outside a matched route"))?;
-    Ok((method.clone(), path.as_str().to_string()))
+    Ok((method.clone(), path.clone()))
 }
 
 /// A JSON request body, checked against the operation's body schema. A body of no bytes reads as `{}` (so all-default
@@ -52,7 +53,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
         }
         // No body at all reads as `{}`; anything else (whitespace included) must be JSON.
         let raw: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
-        let value = parse(&method, &path, raw)?;
+        let value = parse(&method, path.as_str(), raw)?;
         Ok(Body { value, hash: Sha256::digest(raw).to_vec() })
     }
 }
@@ -100,7 +101,7 @@ impl<S: Send + Sync, T: DeserializeOwned + Serialize> FromRequestParts<S> for Qu
         let value: T = serde_urlencoded::from_str(q)
             .map_err(|e| ApiError::bad_request("invalid_query", format!("invalid query parameters: {e}")))?;
         let typed = serde_json::to_value(&value).map_err(|e| ApiError::internal(format!("query as JSON: {e}")))?;
-        contract().check(&method, &path, Part::Query, &typed)?;
+        contract().check(&method, path.as_str(), Part::Query, &typed)?;
         Ok(Query(value))
     }
 }
