@@ -3,15 +3,16 @@
 Each run is what ``box.run`` always does: create the execution (POST, with an Idempotency-Key), attach over a new
 WebSocket, read to the exit message. The box is created first (not timed) and deleted at the end.
 
-    python bench/run_overhead.py                 # 50 runs, a table
+    cargo build --release -p boxyard-sdk --example run_overhead   # the baseline, once
+    python bench/run_overhead.py                 # 50 runs beside the Rust SDK's, a table
     python bench/run_overhead.py --json          # one JSON object on stdout
     python bench/run_overhead.py --runs 200 --box-id <id>
-    python bench/run_overhead.py --rust target/release/examples/run_overhead   # beside the Rust SDK
 
-With ``--rust`` the Rust SDK's example ``run_overhead`` (``cargo build --release -p boxyard-sdk --example
+The Rust SDK's example ``run_overhead`` (``--rust``, default ``${CARGO_TARGET_DIR:-target}/release/examples/
 run_overhead``) runs on the same box in the same run, interleaved with the Python runs in rounds (the machine's
 noise hits both alike), and the ratio of the medians is printed: the figure to compare with the target (Python
-≤ 1.3× Rust).
+≤ 1.3× Rust). Without that binary the benchmark stops and says how to build it; ``--no-baseline`` measures the
+Python SDK alone.
 
 Credentials: --url/--key, else BOXYARD_URL/BOXYARD_KEY, else the CLI's default profile.
 """
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -73,10 +75,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     ap.add_argument("--box-id", help="use this running box instead of creating one")
     ap.add_argument("--snapshot", default=None, help="snapshot of the box to create (default: the runners' image)")
     ap.add_argument("--rust", metavar="BIN", help="the Rust SDK's run_overhead example, measured beside (see above)")
+    ap.add_argument("--no-baseline", action="store_true", help="measure the Python SDK alone (no ratio)")
     ap.add_argument("--rounds", type=int, default=5, help="with --rust: interleaved rounds (default 5)")
     a = ap.parse_args(argv)
     if a.runs < 1:
         ap.error("--runs must be at least 1")
+    if a.rust is None and not a.no_baseline:
+        repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+        target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(repo, "target")
+        a.rust = os.path.join(target, "release", "examples", "run_overhead")
+        if not os.path.isfile(a.rust):
+            ap.error(
+                f"no Rust SDK baseline at {a.rust}: build it with `cargo build --release -p boxyard-sdk --example "
+                "run_overhead`, pass --rust BIN, or --no-baseline to measure the Python SDK alone"
+            )
 
     with boxyard.Client(a.url, a.key) as client:
         created = a.box_id is None
