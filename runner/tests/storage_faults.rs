@@ -169,7 +169,9 @@ async fn output_survives(fault: Fault, log_advances_during_fault: bool) {
     let result = exec.result().unwrap();
     assert_eq!(result.exit_code, Some(0), "{result:?}");
     assert_eq!(result.output_end, all.len() as u64);
-    assert!(log_text().contains("storing works again"), "the recovery is not logged");
+    // The pump logs the recovery once the store succeeded, which is also when the result becomes visible: the line
+    // may come a moment after `is_finished`.
+    until("the recovery is logged", Duration::from_secs(5), || log_text().contains("storing works again")).await;
 }
 
 #[tokio::test]
