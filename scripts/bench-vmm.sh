@@ -76,7 +76,7 @@ def one(kind, i):
     if kind == "vmm":
         cmd = [vmm, "--kernel", f"{guest}/vmlinuz", "--initramfs", f"{guest}/initramfs.cpio", "--memory", "512",
                "--cmdline", args, "--disk", f"{rootfs},serial=boxyard-root,ro", "--disk", f"{rw},serial=boxyard-rw",
-               "--agent-socket", sock, "--console-log", os.path.join(d, "console.log")]
+               "--agent-socket", sock, "--console-log", os.path.join(d, "console.log"), "--jail-uid", "4000000"]
         vcpu_prefix = "vcpu"
     else:
         cmd = ["qemu-system-x86_64", "-name", "bench,debug-threads=on", "-M", "microvm,acpi=on,rtc=on", "-accel", "kvm", "-cpu", "host", "-smp", "1",

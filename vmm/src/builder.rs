@@ -155,8 +155,37 @@ impl RunningVm {
     }
 }
 
-/// Builds the VM and starts its vCPUs.
+/// A VM whose files, sockets, memory, devices and vCPUs are all set up, but whose vCPU threads have not started:
+/// the process is still single-threaded, so it can enter the jail ([`crate::jail`]) now; nothing after this point
+/// opens a path. [`BuiltVm::start`] starts the vCPUs.
+pub struct BuiltVm {
+    vcpus: Vec<Vcpu>,
+    running: RunningVm,
+}
+
+impl BuiltVm {
+    /// The power button's eventfd (see [`RunningVm::power_button_fd`]), to route SIGTERM before the vCPUs start.
+    pub fn power_button_fd(&self) -> std::os::fd::RawFd {
+        self.running.power_button_fd()
+    }
+
+    /// Starts one thread per vCPU; the guest runs from here on.
+    pub fn start(self) -> Result<RunningVm, BuildError> {
+        for vcpu in self.vcpus {
+            vcpu.spawn().map_err(io("vCPU thread"))?;
+        }
+        Ok(self.running)
+    }
+}
+
+/// Builds the VM and starts its vCPUs ([`build`], then [`BuiltVm::start`]).
 pub fn start(cfg: &VmConfig) -> Result<RunningVm, BuildError> {
+    build(cfg)?.start()
+}
+
+/// Builds the VM without starting any thread: every file, socket and device is open, the kernel is loaded, the vCPUs
+/// are created and configured.
+pub fn build(cfg: &VmConfig) -> Result<BuiltVm, BuildError> {
     if cfg.vcpus == 0 || cfg.vcpus > 32 {
         return Err(BuildError::Config(format!("vCPU count {} outside 1..=32", cfg.vcpus)));
     }
@@ -231,14 +260,14 @@ pub fn start(cfg: &VmConfig) -> Result<RunningVm, BuildError> {
 
     let pio = Arc::new(pio);
     let mmio = Arc::new(mmio);
+    let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
     for i in 0..cfg.vcpus {
         let fd = vm.fd.create_vcpu(u64::from(i)).map_err(|e| BuildError::Kvm("KVM_CREATE_VCPU", e))?;
         let entry = (i == 0).then_some(info.entry.0);
         cpu::configure_vcpu(&fd, &vm.supported_cpuid, i, cfg.vcpus, entry)?;
-        let vcpu = Vcpu { fd, index: i, pio: pio.clone(), mmio: mmio.clone(), exit: exit.clone() };
-        vcpu.spawn().map_err(io("vCPU thread"))?;
+        vcpus.push(Vcpu { fd, index: i, pio: pio.clone(), mmio: mmio.clone(), exit: exit.clone() });
     }
-    Ok(RunningVm { exit, power_button, _vm: vm, _mem: mem, _mmio: mmio })
+    Ok(BuiltVm { vcpus, running: RunningVm { exit, power_button, _vm: vm, _mem: mem, _mmio: mmio } })
 }
 
 fn legacy_serial_port() -> u16 {

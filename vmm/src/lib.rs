@@ -8,6 +8,7 @@
 //! - [`bus`]: dispatch of port I/O and MMIO exits to devices;
 //! - [`devices`]: legacy devices (serial, RTC, i8042, ACPI power) and virtio devices behind the virtio-mmio transport;
 //! - [`vstate`]: the KVM VM and its vCPU threads;
+//! - [`jail`]: the namespaces, empty root and unprivileged ids the running VMM is confined to;
 //! - [`seccomp`]: the system-call filter of the running VMM;
 //! - [`builder`]: assembles a VM from a [`builder::VmConfig`] and runs it to its end.
 
@@ -16,6 +17,7 @@ pub mod arch;
 pub mod builder;
 pub mod bus;
 pub mod devices;
+pub mod jail;
 pub mod memory;
 pub mod seccomp;
 pub mod vstate;

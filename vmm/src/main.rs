@@ -2,8 +2,10 @@
 //!
 //! Exit status: 0 when the guest powered off or reset, 1 when the VM failed, 2 for a bad command line or a VM that
 //! could not be built. SIGTERM presses the guest's ACPI power button (a graceful stop: the guest agent powers off,
-//! the process then exits 0); SIGKILL is the hard stop. Once the VM is built, a seccomp filter limits every thread to
-//! the system calls the running VMM needs (`--no-seccomp` for development).
+//! the process then exits 0); SIGKILL is the hard stop. Once the VM is built (every file open, still one thread), the
+//! process enters its jail (`jail.rs`: own mount namespace with an empty root, `--jail-uid`/`--jail-gid`,
+//! no_new_privs; `--no-jail` for development), then a seccomp filter limits it to the system calls the running VMM
+//! needs (`--no-seccomp` for development), and only then do the vCPU threads start.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -56,6 +58,27 @@ struct Args {
     /// DEVELOPMENT ONLY: run without the seccomp filter.
     #[arg(long)]
     no_seccomp: bool,
+    /// The unprivileged uid the VMM runs as once the VM is built (required unless --no-jail; give each VM its own).
+    #[arg(long, value_name = "UID")]
+    jail_uid: Option<u32>,
+    /// The gid the VMM runs as (default: the same number as --jail-uid).
+    #[arg(long, value_name = "GID", requires = "jail_uid")]
+    jail_gid: Option<u32>,
+    /// DEVELOPMENT ONLY: no jail (the VMM keeps the caller's ids and sees the host's files).
+    #[arg(long, conflicts_with_all = ["jail_uid", "jail_gid"])]
+    no_jail: bool,
+}
+
+/// The jail the arguments ask for: `None` with `--no-jail`, an error naming the flags when neither is given.
+fn jail_config(args: &Args) -> anyhow::Result<Option<boxyard_vmm::jail::JailConfig>> {
+    match (args.no_jail, args.jail_uid) {
+        (true, _) => Ok(None),
+        (false, Some(uid)) => Ok(Some(boxyard_vmm::jail::JailConfig { uid, gid: args.jail_gid.unwrap_or(uid) })),
+        (false, None) => bail!(
+            "the VMM runs jailed: give it an unprivileged id of its own with --jail-uid UID [--jail-gid GID], \
+             or pass --no-jail (development only)"
+        ),
+    }
 }
 
 fn parse_disk(s: &str) -> anyhow::Result<DiskConfig> {
@@ -131,15 +154,36 @@ fn run(started: Instant) -> anyhow::Result<i32> {
     if let Some(p) = &args.pid_file {
         std::fs::write(p, format!("{}\n", std::process::id())).with_context(|| format!("{}", p.display()))?;
     }
+    let jail = jail_config(&args)?;
     let filter = boxyard_vmm::seccomp::filter()?;
-    let vm = builder::start(&cfg)?;
-    install_sigterm(vm.power_button_fd());
+    // Everything that needs a path or root happens in build; the jail needs a single-threaded process, so the vCPU
+    // threads start only after it (and after the seccomp filter: the guest never runs unconfined).
+    let built = builder::build(&cfg)?;
+    install_sigterm(built.power_button_fd());
+    match jail {
+        Some(j) => {
+            let (t, cpu) = (Instant::now(), cpu_time_ms());
+            boxyard_vmm::jail::enter(&j)?;
+            if args.timing {
+                eprintln!(
+                    "boxyard-vmm: jail entered in {:.3} ms ({:.3} CPU-ms)",
+                    t.elapsed().as_secs_f64() * 1e3,
+                    cpu_time_ms() - cpu
+                );
+            }
+        }
+        None => eprintln!(
+            "boxyard-vmm: WARNING: --no-jail: the VMM keeps its caller's ids and sees the host's file system \
+             (development only)"
+        ),
+    }
     if args.no_seccomp {
         eprintln!("boxyard-vmm: WARNING: --no-seccomp: the VMM runs without its system-call filter");
     } else {
         boxyard_vmm::seccomp::report_blocked_calls();
         boxyard_vmm::seccomp::apply(&filter)?;
     }
+    let vm = built.start()?;
     if args.timing {
         match builder::first_entry_within(builder::FIRST_ENTRY_WAIT) {
             Some(t) => eprintln!(
@@ -174,5 +218,22 @@ mod tests {
         assert!(!parse_disk("/w.ext4").unwrap().read_only);
         assert!(parse_disk(",ro").is_err());
         assert!(parse_disk("/w,bogus").is_err());
+    }
+
+    fn parse(extra: &[&str]) -> Result<Args, clap::Error> {
+        Args::try_parse_from(["boxyard-vmm", "--kernel", "/k"].iter().chain(extra))
+    }
+
+    #[test]
+    fn the_jail_is_the_default_and_needs_an_id() {
+        let err = jail_config(&parse(&[]).unwrap()).unwrap_err().to_string();
+        assert!(err.contains("--jail-uid") && err.contains("--no-jail"), "{err}");
+        let j = jail_config(&parse(&["--jail-uid", "4000001"]).unwrap()).unwrap().unwrap();
+        assert_eq!((j.uid, j.gid), (4_000_001, 4_000_001), "the gid defaults to the uid");
+        let j = jail_config(&parse(&["--jail-uid", "7", "--jail-gid", "8"]).unwrap()).unwrap().unwrap();
+        assert_eq!((j.uid, j.gid), (7, 8));
+        assert!(jail_config(&parse(&["--no-jail"]).unwrap()).unwrap().is_none());
+        assert!(parse(&["--no-jail", "--jail-uid", "7"]).is_err(), "--no-jail and --jail-uid conflict");
+        assert!(parse(&["--jail-gid", "7"]).is_err(), "--jail-gid needs --jail-uid");
     }
 }

@@ -1,6 +1,7 @@
 //! Boots the real guest image (Debian cloud kernel + the guest agent initramfs + the busybox root image) with
 //! `boxyard-vmm`, waits for the guest agent to answer the session handshake on the agent socket, then stops it
-//! gracefully (SIGTERM → ACPI power button → the agent powers off → the VMM exits 0).
+//! gracefully (SIGTERM → ACPI power button → the agent powers off → the VMM exits 0). The VMM runs jailed
+//! (`--jail-uid`/`--jail-gid`): the test checks its ids, no_new_privs, seccomp mode and empty root from /proc.
 //!
 //! Where it runs: directly on a host with hardware virtualization (vmx/svm) and /dev/kvm, or inside the nested-KVM
 //! harness (BOXYARD_NESTED=1). Elsewhere the test re-runs itself inside `scripts/nested-kvm.sh`. It reports a
@@ -63,6 +64,31 @@ fn run_nested(test: &str) -> bool {
     true
 }
 
+/// The ids the test's VMMs run as.
+const JAIL_UID: u32 = 4_000_321;
+const JAIL_GID: u32 = 4_000_654;
+
+/// Checks the jail of a running VMM from outside: its ids, no_new_privs and seccomp, and that its root shows nothing
+/// but the jail's empty tmpfs (the only mount in its namespace).
+fn assert_jailed(pid: u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).map(|v| v.split_whitespace().collect::<Vec<_>>()).unwrap()
+    };
+    let (uid, gid) = (JAIL_UID.to_string(), JAIL_GID.to_string());
+    assert_eq!(field("Uid:"), vec![uid.as_str(); 4], "real, effective, saved, fs uid:\n{status}");
+    assert_eq!(field("Gid:"), vec![gid.as_str(); 4], "{status}");
+    assert!(field("Groups:").is_empty(), "{status}");
+    assert_eq!(field("NoNewPrivs:"), vec!["1"], "{status}");
+    assert_eq!(field("Seccomp:"), vec!["2"], "filter mode:\n{status}");
+    assert_eq!(field("CapEff:"), vec!["0000000000000000"], "{status}");
+    let root: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root")).unwrap().collect();
+    assert!(root.is_empty(), "the jail's root is not empty: {root:?}");
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    assert_eq!(mounts.lines().count(), 1, "{mounts}");
+    assert!(mounts.contains(" / / ro,") && mounts.contains(" - tmpfs boxyard-vmm-jail "), "{mounts}");
+}
+
 struct Vmm {
     child: Child,
     console: PathBuf,
@@ -105,6 +131,7 @@ fn start_vmm(img: &Image, dir: &Path, cpus: u8, cmdline_extra: &[&str], quiet: b
         .arg(dir.join("agent.sock"))
         .arg("--console-log")
         .arg(&console)
+        .args(["--jail-uid", &JAIL_UID.to_string(), "--jail-gid", &JAIL_GID.to_string()])
         .spawn()
         .expect("starting boxyard-vmm");
     Vmm { child, console }
@@ -159,6 +186,7 @@ fn guest_boots_to_agent_ready_and_powers_off_on_1_2_and_4_vcpus() {
         let ready = agent_ready(&mut vmm, &dir.path().join("agent.sock"), started + Duration::from_secs(240));
         eprintln!("{cpus} vCPU(s): VMM start to agent READY in {:.2} s", ready.duration_since(started).as_secs_f64());
         assert!(vmm.child.try_wait().unwrap().is_none(), "VMM still running with the agent up");
+        assert_jailed(vmm.child.id());
 
         // Graceful stop: SIGTERM presses the ACPI power button, the agent powers off, the VMM exits 0.
         let pressed = Instant::now();
