@@ -9,7 +9,8 @@ Usage: scripts/nested-kvm.sh [options] -- CMD [ARGS...]
 
 Boots an L1 guest under qemu-system-x86_64 (TCG, -M q35 -cpu EPYC-Rome: SVM with nested paging) from the full
 Debian kernel (linux-image-amd64: it has the 9p modules the cloud kernel lacks), loads kvm_amd, mounts the host's
-root read-only over 9p, chroots into it (proc, sys, dev, and tmpfs on /tmp, /run, /var/tmp/nested-scratch, with the
+root read-only over 9p, chroots into it (proc, sys, cgroup v2 at /sys/fs/cgroup with the memory, cpu and pids
+controllers enabled for the root's children, dev, and tmpfs on /tmp, /run, /var/tmp/nested-scratch, with the
 working directory, the repository and the program bound back when they live there), changes
 to the current directory and runs CMD there as root. CMD's stdout and stderr come out on this script's stdout (the
 L1 serial console, kernel messages suppressed); the script exits with CMD's exit status, 124 when the timeout hit,
@@ -132,6 +133,9 @@ mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroo
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /out || fail "mounting the result share"
 mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
+# cgroup v2 with the memory, cpu and pids controllers for the children of the root (the kvm backend's VM cgroups).
+mount -t cgroup2 cgroup2 /host/sys/fs/cgroup && echo "+memory +cpu +pids" > /host/sys/fs/cgroup/cgroup.subtree_control \
+  || echo "nested-kvm-l1: no cgroup v2 with memory, cpu, pids" > /dev/ttyS0
 mount -t devtmpfs dev /host/dev
 mount -t devpts devpts /host/dev/pts 2>/dev/null
 i=0

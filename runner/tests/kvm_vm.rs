@@ -1,5 +1,7 @@
 //! The `kvm` backend (our own monitor, boxyard-vmm) with real VMs: a command through the agent, re-adoption by pid
-//! file, the graceful stop (power button → clean power-off → the VMM exits 0), and a VMM killed under the runner.
+//! file, the graceful stop (power button → clean power-off → the VMM exits 0), and a VMM killed under the runner;
+//! each VMM runs jailed (own uid/gid from the backend's pool, empty root, no_new_privs, seccomp) in its own cgroup
+//! v2 with the limits the backend computes, removed once the VM ended.
 //!
 //! Runs directly where the CPU has hardware virtualization and inside the nested-KVM harness (BOXYARD_NESTED=1);
 //! elsewhere it re-runs itself inside `scripts/nested-kvm.sh`. It needs `boxyard-vmm` built into the same target
@@ -14,6 +16,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use boxyard_runner::launch::launch;
+use boxyard_runner::vm::cgroup::CgroupRoot;
 use boxyard_runner::vm::kvm::KvmBackend;
 use boxyard_runner::vm::{VmBackend, VmStatus};
 use common::*;
@@ -74,8 +77,13 @@ async fn kvm_backend_runs_commands_is_adopted_stops_gracefully_and_reports_a_kil
         tokio::task::spawn_blocking(run_nested).await.unwrap();
         return;
     }
-    let backend = KvmBackend { binary };
+    let mut backend = KvmBackend::new(binary);
     assert_eq!(backend.name(), "kvm");
+    // The jail and cgroups as `serve` sets them up (L1 has cgroup v2, see scripts/nested-kvm.sh), under a root of
+    // the test's own.
+    let cg_root = PathBuf::from(format!("/sys/fs/cgroup/boxyard-test-{}", std::process::id()));
+    backend.cgroups = Some(CgroupRoot::prepare(Some(&cg_root)).expect("cgroup v2 with memory, cpu, pids"));
+    let _cg_guard = RemoveOnDrop(cg_root.clone());
 
     // A box: a command through the agent.
     let dir = tempfile::Builder::new().prefix("boxyard-kvm-").tempdir().unwrap();
@@ -87,6 +95,10 @@ async fn kvm_backend_runs_commands_is_adopted_stops_gracefully_and_reports_a_kil
     let c = run(&mut l.agent, req(&["sh", "-c", "echo hello; echo data > /root/f; cat /root/f; exit 3"])).await;
     assert_eq!((c.stdout_str().as_str(), code(&c)), ("hello\ndata\n", Some(3)));
     let VmStatus::Running { pid } = l.vm.status().await else { panic!("not running: {:?}", l.vm.status().await) };
+    let id = boxyard_runner::vm::ids::read_id(&s.run_dir).expect("the VM's id is recorded in its run directory");
+    assert!(boxyard_runner::vm::ids::DEFAULT_RANGE.contains(&id));
+    assert_jailed(pid, id);
+    let cg = assert_cgroup(pid, &cg_root, "vm-kvm1", "603979776", "100000 100000", "25");
 
     // A restarted runner re-adopts the VMM by its pid file.
     let mut adopted = backend.adopt(s.clone()).await.unwrap().expect("the running VMM is adopted");
@@ -100,16 +112,68 @@ async fn kvm_backend_runs_commands_is_adopted_stops_gracefully_and_reports_a_kil
     let console = std::fs::read_to_string(s.console_log()).unwrap_or_default();
     assert!(console.contains("reboot: Power down"), "{console}");
     assert!(backend.adopt(s).await.unwrap().is_none(), "nothing to adopt after the VM ended");
+    assert!(!cg.exists(), "the VM's cgroup is removed once it ended");
+    assert_eq!(backend.jail.as_ref().unwrap().in_use(), 0, "its id is released");
 
     // A VMM killed under the runner is reported stopped, with the signal.
     let dir = tempfile::Builder::new().prefix("boxyard-kvm-").tempdir().unwrap();
     let _guard2 = KillOnDrop(dir.path().to_path_buf());
     let mut l = launch(&backend, spec(dir.path(), "kvm2", None), Duration::from_secs(180)).await.unwrap();
     let VmStatus::Running { pid } = l.vm.status().await else { panic!("second VM not running") };
+    let id2 = boxyard_runner::vm::ids::read_id(&l.vm.spec().run_dir).unwrap();
+    assert_eq!(id2, id, "the first VM's id was released, so the lowest id is handed out again");
+    assert_jailed(pid, id2);
+    let cg = assert_cgroup(pid, &cg_root, "vm-kvm2", "603979776", "100000 100000", "25");
     // SAFETY: kill(2) of the test's own VMM.
     unsafe { libc::kill(pid as i32, libc::SIGKILL) };
     match l.vm.wait(Duration::from_secs(10)).await {
         VmStatus::Stopped { detail } => assert!(detail.contains("signal: 9"), "{detail}"),
         other => panic!("killed VMM reported {other:?}"),
     }
+    assert!(!cg.exists(), "the killed VM's cgroup is removed");
+}
+
+/// Removes the test's cgroup root (and VM cgroups left by a failure) when dropped.
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if let Ok(rd) = std::fs::read_dir(&self.0) {
+            for e in rd.flatten().filter(|e| e.path().is_dir()) {
+                let _ = std::fs::remove_dir(e.path());
+            }
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+/// The running VMM `pid` is jailed as `id`: its ids, no_new_privs, seccomp, and a root with nothing in it.
+fn assert_jailed(pid: u32, id: u32) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let field = |name: &str| {
+        status.lines().find_map(|l| l.strip_prefix(name)).unwrap_or("").split_whitespace().collect::<Vec<_>>()
+    };
+    let id = id.to_string();
+    assert_eq!(field("Uid:"), vec![id.as_str(); 4], "{status}");
+    assert_eq!(field("Gid:"), vec![id.as_str(); 4], "{status}");
+    assert!(field("Groups:").is_empty(), "{status}");
+    assert_eq!((field("NoNewPrivs:"), field("Seccomp:")), (vec!["1"], vec!["2"]), "{status}");
+    let root: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/root")).unwrap().collect();
+    assert!(root.is_empty(), "the VMM's root shows {root:?}");
+    let mounts = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).unwrap();
+    assert_eq!(mounts.lines().count(), 1, "only the jail's root is mounted:\n{mounts}");
+}
+
+/// The running VMM `pid` is in `root/name` with these limits; returns the cgroup's directory.
+fn assert_cgroup(pid: u32, root: &std::path::Path, name: &str, memory: &str, cpu: &str, pids: &str) -> PathBuf {
+    let rel = root.strip_prefix("/sys/fs/cgroup").unwrap().join(name);
+    let line = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert_eq!(line.trim(), format!("0::/{}", rel.display()), "the VMM's cgroup");
+    let dir = root.join(name);
+    let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap().trim().to_string();
+    assert_eq!((read("memory.max"), read("cpu.max"), read("pids.max")), (memory.into(), cpu.into(), pids.into()));
+    // The VMM's memory (guest RAM it touched included) is charged there.
+    let current: u64 = read("memory.current").parse().unwrap();
+    assert!(current > 16 << 20, "memory.current {current}");
+    dir
 }

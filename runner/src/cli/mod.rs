@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use boxyard_runner::launch::GuestImage;
+use boxyard_runner::vm::cgroup::CgroupRoot;
+use boxyard_runner::vm::ids::{IdPool, parse_range};
 use boxyard_runner::vm::kvm::KvmBackend;
 use boxyard_runner::vm::qemu::{Accel, Machine, QemuBackend};
 
@@ -114,6 +116,20 @@ pub struct GuestOptions {
     /// The `boxyard-vmm` binary of the kvm backend (default: beside this binary).
     #[arg(long, env = "BOXYARD_VMM")]
     pub vmm_binary: Option<PathBuf>,
+    /// kvm backend: the uids (each also the gid) the VMMs run as, FIRST-LAST; each live VM gets its own.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "1900000000-1900065535")]
+    pub vm_id_range: String,
+    /// kvm backend, DEVELOPMENT ONLY: run the VMMs without their jail (as root, seeing the host's files).
+    #[arg(long)]
+    pub no_vm_jail: bool,
+    /// kvm backend: the cgroup v2 directory under which each VM gets its cgroup with memory, CPU and task limits
+    /// (default: `vms` beside the runner's own cgroup, the runner moving itself into a `runner` leaf; needs cgroup v2
+    /// with the memory, cpu and pids controllers delegated, e.g. systemd's Delegate=yes).
+    #[arg(long, value_name = "DIR")]
+    pub cgroup_root: Option<PathBuf>,
+    /// kvm backend: no per-VM cgroups (VMs run without memory, CPU and task limits; for hosts without cgroup v2).
+    #[arg(long, conflicts_with = "cgroup_root")]
+    pub no_vm_cgroups: bool,
     /// Seconds to wait for the guest agent after starting the VM.
     #[arg(long, default_value_t = 60)]
     pub boot_timeout: u64,
@@ -147,11 +163,28 @@ impl GuestOptions {
                 "kvm backend without hardware virtualization (no vmx/svm): a software /dev/kvm cannot boot the guest"
             );
         }
-        match &self.vmm_binary {
-            Some(p) => Ok(KvmBackend { binary: p.clone() }),
+        let mut backend = match &self.vmm_binary {
+            Some(p) => KvmBackend::new(p.clone()),
             None => KvmBackend::beside_current_exe()
-                .ok_or_else(|| anyhow::anyhow!("no boxyard-vmm beside this binary: build it or pass --vmm-binary")),
+                .ok_or_else(|| anyhow::anyhow!("no boxyard-vmm beside this binary: build it or pass --vmm-binary"))?,
+        };
+        if self.no_vm_jail {
+            tracing::warn!(
+                "WARNING: --no-vm-jail: the VMMs run as root without their jail and see the host's files \
+                 (development only)"
+            );
+            backend.jail = None;
+        } else {
+            backend.jail = Some(IdPool::new(parse_range(&self.vm_id_range)?));
         }
+        if self.no_vm_cgroups {
+            tracing::warn!("WARNING: --no-vm-cgroups: VMs run without cgroup memory, CPU and task limits");
+        } else {
+            let root = CgroupRoot::prepare(self.cgroup_root.as_deref())?;
+            tracing::info!(cgroup_root = %root.path().display(), "per-VM cgroups");
+            backend.cgroups = Some(root);
+        }
+        Ok(backend)
     }
 
     /// `--backend auto`: the kvm backend where the CPU has hardware virtualization, /dev/kvm exists and

@@ -7,8 +7,13 @@
 //!   kill is SIGKILL.
 //! - The VMM runs in its own session, so it outlives the runner, which re-adopts it by pid file (the pid is trusted
 //!   only while the process's command line names the VM's run directory, which `--pid-file` puts there).
+//! - The jail: each VMM runs as its own unprivileged uid/gid from [`IdPool`] (`--jail-uid`; the VMM opens every file
+//!   as root, then drops, so no file needs a chown), in its own mount namespace with an empty root (the VMM's
+//!   `jail.rs`), and, unless disabled, in its own cgroup v2 with memory, CPU and task limits ([`CgroupRoot`]), which
+//!   it joins before exec and which is removed once it has ended.
 //! - Only for hosts with hardware virtualization: a software /dev/kvm cannot boot a stock kernel (see hostcaps).
 
+use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
@@ -16,6 +21,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use tokio::process::Command;
 
+use super::cgroup::{CgroupRoot, Limits, VmCgroup};
+use super::ids::{self, IdPool};
 use super::process::{VmProcess, read_pid_file, slot_status};
 use super::qemu::cmdline::BASE_KERNEL_ARGS;
 use super::{Vm, VmBackend, VmError, VmSpec, VmStatus};
@@ -25,18 +32,28 @@ use super::{Vm, VmBackend, VmError, VmSpec, VmStatus};
 pub struct KvmBackend {
     /// The `boxyard-vmm` binary.
     pub binary: PathBuf,
+    /// The ids VMMs run as; None: `--no-jail` (development only: the VMM runs as root and sees the host).
+    pub jail: Option<IdPool>,
+    /// Where VM cgroups go; None: VMs run without cgroup limits.
+    pub cgroups: Option<CgroupRoot>,
 }
 
 impl KvmBackend {
-    /// `boxyard-vmm` beside the running executable, if it is there.
+    /// `binary`, jailed with ids from [`ids::DEFAULT_RANGE`], without cgroups.
+    pub fn new(binary: PathBuf) -> Self {
+        KvmBackend { binary, jail: Some(IdPool::new(ids::DEFAULT_RANGE)), cgroups: None }
+    }
+
+    /// `boxyard-vmm` beside the running executable, if it is there (as [`KvmBackend::new`]).
     pub fn beside_current_exe() -> Option<Self> {
         let p = std::env::current_exe().ok()?.with_file_name("boxyard-vmm");
-        p.is_file().then_some(Self { binary: p })
+        p.is_file().then(|| Self::new(p))
     }
 }
 
-/// The VMM's arguments for `spec` (a pure function, tested without KVM).
-pub fn args(spec: &VmSpec) -> Vec<String> {
+/// The VMM's arguments for `spec`, jailed as `jail_id` (uid and gid) or `--no-jail` (a pure function, tested
+/// without KVM).
+pub fn args(spec: &VmSpec, jail_id: Option<u32>) -> Vec<String> {
     let mut kernel_args: Vec<String> = BASE_KERNEL_ARGS.iter().map(|s| s.to_string()).collect();
     // Every device is virtio-mmio from the DSDT: no PCI to probe.
     kernel_args.push("pci=off".into());
@@ -67,6 +84,10 @@ pub fn args(spec: &VmSpec) -> Vec<String> {
         "--pid-file".into(),
         run("vmm.pid"),
     ]);
+    match jail_id {
+        Some(id) => a.extend(["--jail-uid".into(), id.to_string(), "--jail-gid".into(), id.to_string()]),
+        None => a.push("--no-jail".into()),
+    }
     a
 }
 
@@ -82,14 +103,17 @@ impl VmBackend for KvmBackend {
         if spec.vcpus > 32 {
             return Err(VmError::InvalidSpec(format!("the kvm backend boots at most 32 vCPUs, not {}", spec.vcpus)));
         }
-        Ok(Box::new(KvmVm { backend: self.clone(), spec, process: None }))
+        Ok(Box::new(KvmVm { backend: self.clone(), spec, process: None, id: None, cgroup: None }))
     }
 
     async fn adopt(&self, spec: VmSpec) -> Result<Option<Box<dyn Vm>>, VmError> {
         let Some(pid) = read_pid_file(&spec.run_dir.join("vmm.pid")) else { return Ok(None) };
         let marker = spec.run_dir.display().to_string();
-        Ok(VmProcess::adopt(pid, &marker)
-            .map(|p| Box::new(KvmVm { backend: self.clone(), spec, process: Some(p) }) as Box<dyn Vm>))
+        let Some(process) = VmProcess::adopt(pid, &marker) else { return Ok(None) };
+        // The VM keeps its id and cgroup: taken back so no other VM gets them, released when it ends.
+        let id = self.jail.as_ref().and_then(|pool| pool.reclaim(&spec.run_dir));
+        let cgroup = self.cgroups.as_ref().map(|root| root.vm(&spec.id)).filter(|c| c.path().is_dir());
+        Ok(Some(Box::new(KvmVm { backend: self.clone(), spec, process: Some(process), id, cgroup })))
     }
 }
 
@@ -98,18 +122,31 @@ pub struct KvmVm {
     backend: KvmBackend,
     spec: VmSpec,
     process: Option<VmProcess>,
+    /// The uid/gid its VMM runs as, while it runs.
+    id: Option<u32>,
+    /// Its cgroup, while it exists.
+    cgroup: Option<VmCgroup>,
 }
 
 impl KvmVm {
-    fn cleanup(&self) {
-        for f in [self.spec.agent_socket(), self.spec.run_dir.join("vmm.pid")] {
+    /// Removes what a VMM leaves once it has ended: its runtime files, its id and its cgroup.
+    fn cleanup(&mut self) {
+        for f in [self.spec.agent_socket(), self.spec.run_dir.join("vmm.pid"), self.spec.run_dir.join(ids::ID_FILE)] {
             let _ = std::fs::remove_file(f);
+        }
+        if let (Some(pool), Some(id)) = (&self.backend.jail, self.id.take()) {
+            pool.release(id);
+        }
+        if let Some(cg) = self.cgroup.take() {
+            cg.remove();
         }
     }
 
     fn status_now(&mut self) -> VmStatus {
         let (status, just_ended) = slot_status(&mut self.process);
-        if just_ended {
+        // `wait` may have seen the end first (then `just_ended` is false): the id and cgroup still go.
+        let holds = self.id.is_some() || self.cgroup.is_some();
+        if just_ended || (holds && matches!(status, VmStatus::Stopped { .. })) {
             self.cleanup();
         }
         status
@@ -141,9 +178,48 @@ impl Vm for KvmVm {
         }
         self.cleanup();
         let log = std::fs::File::create(self.spec.run_dir.join("vmm.log"))?;
+        self.id = match &self.backend.jail {
+            Some(pool) => Some(pool.allocate(&self.spec.run_dir)?),
+            None => None,
+        };
         let mut cmd = Command::new(&self.backend.binary);
-        cmd.args(args(&self.spec)).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
-        self.process = Some(VmProcess::spawn(cmd, &self.backend.binary)?);
+        cmd.args(args(&self.spec, self.id)).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
+        let procs = match &self.backend.cgroups {
+            Some(root) => {
+                let cg = root.create(&self.spec.id, &Limits::for_vm(self.spec.vcpus, self.spec.memory_mib));
+                let cg = match cg {
+                    Ok(cg) => self.cgroup.insert(cg),
+                    Err(e) => {
+                        self.cleanup();
+                        return Err(e.into());
+                    }
+                };
+                Some(cg.procs_file()?)
+            }
+            None => None,
+        };
+        if let Some(procs) = &procs {
+            let fd = procs.as_raw_fd();
+            // SAFETY: the closure runs in the forked child before exec and only calls write(2) on a descriptor the
+            // parent keeps open until spawn returns; writing "0" moves the writing process into the cgroup.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let spawned = VmProcess::spawn(cmd, &self.backend.binary);
+        drop(procs);
+        match spawned {
+            Ok(p) => self.process = Some(p),
+            Err(e) => {
+                self.cleanup();
+                return Err(e);
+            }
+        }
         // The VMM binds the agent socket while building the VM; wait for it so callers can connect at once.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while !self.spec.agent_socket().exists() {
@@ -221,7 +297,7 @@ mod tests {
 
     #[test]
     fn arguments_name_the_disks_by_serial_and_the_run_directory_files() {
-        let a = args(&spec(Some("/w.ext4")));
+        let a = args(&spec(Some("/w.ext4")), Some(1_900_000_007));
         assert_eq!(after(&a, "--disk"), vec!["/r.ext4,serial=boxyard-root,ro", "/w.ext4,serial=boxyard-rw"]);
         assert_eq!(after(&a, "--agent-socket"), vec!["/run/b1/agent.sock"]);
         assert_eq!(after(&a, "--console-log"), vec!["/run/b1/console.log"]);
@@ -230,10 +306,18 @@ mod tests {
         let cmdline = after(&a, "--cmdline")[0];
         assert!(cmdline.starts_with("console=ttyS0 quiet"), "{cmdline}");
         assert!(cmdline.ends_with("pci=off boxyard.debug"), "{cmdline}");
+        assert_eq!((after(&a, "--jail-uid"), after(&a, "--jail-gid")), (vec!["1900000007"], vec!["1900000007"]));
+        assert!(!a.contains(&"--no-jail".to_string()));
+    }
+
+    #[test]
+    fn without_a_jail_id_the_vmm_is_told_no_jail() {
+        let a = args(&spec(None), None);
+        assert!(a.contains(&"--no-jail".to_string()) && after(&a, "--jail-uid").is_empty(), "{a:?}");
     }
 
     #[test]
     fn without_a_writable_disk_only_the_root_disk_is_given() {
-        assert_eq!(after(&args(&spec(None)), "--disk"), vec!["/r.ext4,serial=boxyard-root,ro"]);
+        assert_eq!(after(&args(&spec(None), Some(5)), "--disk"), vec!["/r.ext4,serial=boxyard-root,ro"]);
     }
 }

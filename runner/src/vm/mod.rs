@@ -5,11 +5,14 @@
 //!   virtualization, TCG otherwise). Runs everywhere.
 //! - [`local`]: **test and development only** — runs the guest agent as a host process with no VM and no
 //!   isolation, so the runner's logic can be tested in seconds.
-//! - Our own KVM VMM (kvm-ioctls, vm-memory) comes later as a second implementation of the same trait.
+//! - [`kvm`]: one `boxyard-vmm` process (our own KVM monitor) per VM, jailed under its own id ([`ids`]) and in its
+//!   own cgroup v2 ([`cgroup`]).
 //!
 //! A VM's runtime files (agent socket, control socket, console log, pid file) live in its own directory
 //! ([`VmSpec::run_dir`]), so that a restarted runner can find and re-adopt VMs that outlived it.
 
+pub mod cgroup;
+pub mod ids;
 pub mod kvm;
 pub mod local;
 pub mod process;
@@ -147,6 +150,12 @@ pub enum VmError {
     /// A file operation failed.
     #[error("VM I/O error: {0}")]
     Io(#[from] std::io::Error),
+    /// The VM's cgroup (kvm backend).
+    #[error(transparent)]
+    Cgroup(#[from] cgroup::CgroupError),
+    /// The VM's unprivileged id (kvm backend).
+    #[error(transparent)]
+    Ids(#[from] ids::IdError),
 }
 
 /// A backend that creates VMs.
