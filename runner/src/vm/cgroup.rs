@@ -56,14 +56,14 @@ pub enum CgroupError {
         available: String,
     },
     /// A file operation on the cgroup tree failed.
-    #[error("{what} {path}: {source}{hint}")]
+    #[error("{what} {path}: {error}{hint}")]
     Io {
         /// What was done.
         what: &'static str,
         /// The file.
         path: PathBuf,
         /// The error.
-        source: std::io::Error,
+        error: std::io::Error,
         /// What to do about it.
         hint: &'static str,
     },
@@ -74,7 +74,7 @@ pub enum CgroupError {
 
 fn io(what: &'static str, path: &Path, hint: &'static str) -> impl FnOnce(std::io::Error) -> CgroupError {
     let path = path.to_path_buf();
-    move |source| CgroupError::Io { what, path, source, hint }
+    move |error| CgroupError::Io { what, path, error, hint }
 }
 
 const EBUSY_HINT: &str = " (a cgroup that holds processes cannot enable controllers for its children: choose a \
