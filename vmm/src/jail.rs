@@ -59,6 +59,12 @@ fn check(step: &'static str, r: libc::c_int) -> Result<(), JailError> {
 /// Where the empty tmpfs is mounted (inside the new mount namespace only) before it becomes the root.
 const STAGING: &CStr = c"/tmp";
 
+fn count_threads() -> Result<usize, JailError> {
+    Ok(std::fs::read_dir("/proc/self/task")
+        .map_err(|source| JailError::Step { step: "counting threads (/proc/self/task)", source })?
+        .count())
+}
+
 /// Enters the jail (see the module comment). On success the process sees an empty read-only root, runs as
 /// `cfg.uid`/`cfg.gid` with no supplementary groups and no capabilities, and has no_new_privs set; file descriptors
 /// opened before stay usable.
@@ -74,10 +80,16 @@ pub fn enter(cfg: &JailConfig) -> Result<(), JailError> {
     if euid != 0 {
         return Err(JailError::NotRoot(euid));
     }
-    // unshare(CLONE_NEWNS) succeeds in a threaded process but moves only the calling thread: refuse instead.
-    let threads = std::fs::read_dir("/proc/self/task")
-        .map_err(|source| JailError::Step { step: "counting threads (/proc/self/task)", source })?
-        .count();
+    // unshare(CLONE_NEWNS) succeeds in a threaded process but moves only the calling thread: refuse instead. A
+    // thread just joined may still be listed for a moment (it is reaped after it wakes its joiner): look again.
+    let mut threads = count_threads()?;
+    for _ in 0..10 {
+        if threads == 1 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        threads = count_threads()?;
+    }
     if threads != 1 {
         return Err(JailError::Threaded(threads));
     }
