@@ -134,6 +134,7 @@ mount -t proc proc /host/proc
 mount -t sysfs sys /host/sys
 mount -t devtmpfs dev /host/dev
 mount -t devpts devpts /host/dev/pts 2>/dev/null
+mkdir -p /host/dev/shm && mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm
 i=0
 for p in $(cat /out/keep); do
   i=$((i+1)); mkdir -p /keep/$i; mount -o bind /host$p /keep/$i || fail "keeping $p visible"

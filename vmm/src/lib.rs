@@ -9,13 +9,17 @@
 //! - [`devices`]: legacy devices (serial, RTC, i8042, ACPI power) and virtio devices behind the virtio-mmio transport;
 //! - [`vstate`]: the KVM VM and its vCPU threads;
 //! - [`seccomp`]: the system-call filter of the running VMM;
-//! - [`builder`]: assembles a VM from a [`builder::VmConfig`] and runs it to its end.
+//! - [`builder`]: assembles a VM from a [`builder::VmConfig`] and runs it to its end;
+//! - [`api`]: the control socket (pause, resume, stop, kill, status, metrics) and the main loop that applies it;
+//! - [`metrics`]: the process's counters.
 
 pub mod acpi;
+pub mod api;
 pub mod arch;
 pub mod builder;
 pub mod bus;
 pub mod devices;
 pub mod memory;
+pub mod metrics;
 pub mod seccomp;
 pub mod vstate;

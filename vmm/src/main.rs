@@ -3,15 +3,19 @@
 //! Exit status: 0 when the guest powered off or reset, 1 when the VM failed, 2 for a bad command line or a VM that
 //! could not be built. SIGTERM presses the guest's ACPI power button (a graceful stop: the guest agent powers off,
 //! the process then exits 0); SIGKILL is the hard stop. Once the VM is built, a seccomp filter limits every thread to
-//! the system calls the running VMM needs (`--no-seccomp` for development).
+//! the system calls the running VMM needs (`--no-seccomp` for development). `--control-socket` serves the control
+//! protocol (docs/vmm.md, "Control socket"): pause, resume, stop, kill (exit status 3), status, metrics.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use boxyard_vmm::api::{ControlServer, Controller};
 use boxyard_vmm::builder::{self, ConsoleOutput, DEFAULT_CMDLINE, DiskConfig, VmConfig};
 use clap::Parser;
+use vmm_sys_util::eventfd::EventFd;
 
 /// Boots a Linux microVM on KVM.
 #[derive(Parser, Debug)]
@@ -47,6 +51,9 @@ struct Args {
     /// No virtio-rng device.
     #[arg(long)]
     no_rng: bool,
+    /// Serve the control socket here (pause, resume, stop, kill, status, metrics: one JSON object per line).
+    #[arg(long)]
+    control_socket: Option<PathBuf>,
     /// Write the VMM's pid here.
     #[arg(long)]
     pid_file: Option<PathBuf>,
@@ -132,8 +139,18 @@ fn run(started: Instant) -> anyhow::Result<i32> {
         std::fs::write(p, format!("{}\n", std::process::id())).with_context(|| format!("{}", p.display()))?;
     }
     let filter = boxyard_vmm::seccomp::filter()?;
+    let control = match &args.control_socket {
+        Some(p) => Some(ControlServer::bind(p).with_context(|| format!("control socket {}", p.display()))?),
+        None => None,
+    };
+    boxyard_vmm::vstate::run_control::install_kick_handler();
     let vm = builder::start(&cfg)?;
     install_sigterm(vm.power_button_fd());
+    let (jobs_tx, jobs) = std::sync::mpsc::sync_channel(4);
+    let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).context("control eventfd")?);
+    if let Some(server) = control {
+        server.spawn(jobs_tx, wake.clone()).context("control socket thread")?;
+    }
     if args.no_seccomp {
         eprintln!("boxyard-vmm: WARNING: --no-seccomp: the VMM runs without its system-call filter");
     } else {
@@ -150,7 +167,7 @@ fn run(started: Instant) -> anyhow::Result<i32> {
             None => eprintln!("boxyard-vmm: the boot vCPU did not enter the guest within 5 s"),
         }
     }
-    let reason = vm.wait();
+    let reason = Controller::new(&vm, started).run(&jobs, &wake);
     if args.timing {
         eprintln!(
             "boxyard-vmm: VM ended ({reason:?}) after {:.3} s, {:.1} CPU-ms in the VMM process",
