@@ -90,6 +90,24 @@ async fn kvm_backend_runs_commands_is_adopted_stops_gracefully_and_reports_a_kil
     assert_eq!(l.vm.kill().await.unwrap(), VmStatus::Stopped { detail: "exit status: 3".into() });
     assert!(!dir.path().join("ctl.sock").exists() && !dir.path().join("vmm.pid").exists(), "cleaned up");
 
+    // The command line: `vm run --backend kvm` prints the command's output and exits with its status; `auto` (the
+    // default) picks kvm here (QEMU is named as /bin/false, so a QEMU boot could not succeed).
+    for backend_arg in [&["--backend", "kvm"][..], &["--qemu", "/bin/false"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_boxyard-runner"))
+            .args(["vm", "run", "--vmm-binary"])
+            .arg(vmm_binary())
+            .arg("--guest-dir")
+            .arg(guest_image().kernel.parent().unwrap())
+            .arg("--rootfs")
+            .arg(rootfs())
+            .args(backend_arg)
+            .args(["--", "sh", "-c", "echo hello; exit 3"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!((stdout.as_ref(), out.status.code()), ("hello\n", Some(3)), "{backend_arg:?}: {stderr}");
+    }
+
     // A VMM killed under the runner is reported stopped, with the signal.
     let dir = tempfile::Builder::new().prefix("boxyard-kvm-").tempdir().unwrap();
     let _guard2 = KillOnDrop(dir.path().to_path_buf());
