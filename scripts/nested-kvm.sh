@@ -125,10 +125,13 @@ export PATH=/bin
 mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
+# Loopback: runners, control planes and databases under test listen on 127.0.0.1.
+ip link set lo up || fail_lo=1
 for m in $(cat /mods/order); do
   insmod /mods/$m 2>/dev/null || echo "nested-kvm-l1: insmod $m failed" > /dev/ttyS0
 done
 fail() { echo "nested-kvm-l1: $*" > /dev/ttyS0; echo 125 > /out/rc 2>/dev/null; poweroff -f; }
+[ -z "${fail_lo:-}" ] || echo "nested-kvm-l1: could not bring up lo" > /dev/ttyS0
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=512000,cache=loose hostroot /host || fail "mounting the host root"
 mount -t 9p -o trans=virtio,version=9p2000.L,msize=512000 out /out || fail "mounting the result share"
 mount -t proc proc /host/proc
@@ -138,6 +141,7 @@ mount -t cgroup2 cgroup2 /host/sys/fs/cgroup && echo "+memory +cpu +pids" > /hos
   || echo "nested-kvm-l1: no cgroup v2 with memory, cpu, pids" > /dev/ttyS0
 mount -t devtmpfs dev /host/dev
 mount -t devpts devpts /host/dev/pts 2>/dev/null
+mkdir -p /host/dev/shm && mount -t tmpfs -o mode=1777 tmpfs /host/dev/shm
 i=0
 for p in $(cat /out/keep); do
   i=$((i+1)); mkdir -p /keep/$i; mount -o bind /host$p /keep/$i || fail "keeping $p visible"

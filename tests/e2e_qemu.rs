@@ -1,5 +1,7 @@
-//! The whole path with a real microVM: API gateway → scheduler → runner (QEMU backend: KVM with hardware
-//! virtualization, TCG otherwise) → guest agent, and the output back over the WebSocket attach.
+//! The whole path with a real microVM: API gateway → scheduler → runner → guest agent, and the output back over the
+//! WebSocket attach; create → exec → attach → stop → start → exec → delete. On the QEMU backend (KVM with hardware
+//! virtualization, TCG otherwise), and the first test again on the `kvm` backend (our own monitor, boxyard-vmm):
+//! directly with hardware virtualization, inside the nested-KVM harness here.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -25,17 +27,18 @@ async fn a_box_is_a_real_vm_from_create_to_delete() {
     let cp = Cp::start(&pg, &[]);
     let admin = cp.admin();
     let token = admin.join_token().await;
-    let r = Runner::start(
-        &cp,
-        "vm1",
-        &token,
-        2,
-        "2GiB",
-        &["--backend", "qemu", "--guest-dir", &guest, "--rootfs", &rootfs, "--boot-timeout", "120"],
-    );
+    let backend = boxyard_devstack::nested::backend_name();
+    // The test binary is target/<profile>/deps/<name>; the VMM is target/<profile>/boxyard-vmm.
+    let vmm = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("boxyard-vmm");
+    let mut args = vec!["--backend", backend, "--guest-dir", &guest, "--rootfs", &rootfs, "--boot-timeout", "120"];
+    let vmm = vmm.display().to_string();
+    if backend == "kvm" {
+        args.extend(["--vmm-binary", &vmm]);
+    }
+    let r = Runner::start(&cp, "vm1", &token, 2, "2GiB", &args);
     admin.wait_runners(1).await;
     let runners = admin.get("/v1/admin/runners").await;
-    assert!(runners.ok()["items"][0]["backend"].as_str().unwrap().starts_with("qemu"), "{}", runners.body);
+    assert!(runners.ok()["items"][0]["backend"].as_str().unwrap().starts_with(backend), "{}", runners.body);
     let (_, api) = admin.org("alpha").await;
 
     let t = Instant::now();
@@ -50,6 +53,21 @@ async fn a_box_is_a_real_vm_from_create_to_delete() {
     assert_eq!(out.exit.unwrap()["exit_code"], 7);
     // PID 1 is our guest agent inside the VM, not the host's init.
     assert!(!stdout.contains("systemd"), "{stdout}");
+
+    // Stop powers the VM off; start boots it again with the box's disk (what it wrote is still there).
+    let e = api.exec(&b, &["sh", "-c", "echo kept > /root/marker; sync"]).await;
+    assert_eq!(api.wait_execution(&b, &e).await["exit_code"], 0);
+    let st = api.post(&format!("/v1/boxes/{b}/stop"), json!({})).await;
+    assert_eq!(st.ok()["state"], "stopped", "{}", r.log());
+    let st = api.post(&format!("/v1/boxes/{b}/start"), json!({})).await;
+    assert_eq!(st.ok()["state"], "running", "{}", r.log());
+    let e = api.exec(&b, &["cat", "/root/marker"]).await;
+    let mut out = Output::default();
+    assert!(attach(&api, &b, &e, &mut out, None).await);
+    assert_eq!(
+        (String::from_utf8_lossy(&out.stdout).as_ref(), out.exit.as_ref().unwrap()["exit_code"].as_i64()),
+        ("kept\n", Some(0))
+    );
 
     assert_eq!(api.delete(&format!("/v1/boxes/{b}")).await.status, 204);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -207,4 +225,19 @@ async fn a_debian_snapshot_boots() {
     assert!(v.trim().chars().next().is_some_and(|c| c.is_ascii_digit()), "debian_version: {v:?}");
     eprintln!("debian_version in the box: {}", v.trim());
     assert_eq!(out.exit.unwrap()["exit_code"], 0);
+}
+
+/// The first test again, with a runner on the `kvm` backend (boxyard-vmm).
+#[test]
+fn a_box_is_a_real_vm_from_create_to_delete_on_the_kvm_backend() {
+    if boxyard_devstack::nested::backend_name() == "kvm" {
+        eprintln!("already on the kvm backend: nothing to rerun");
+        return;
+    }
+    let rerun = boxyard_devstack::nested::Rerun {
+        tests: &["a_box_is_a_real_vm_from_create_to_delete"],
+        l1_mem_mib: 3072,
+        timeout_s: 420,
+    };
+    boxyard_devstack::nested::rerun_on_kvm_backend(&workspace(), &rerun);
 }

@@ -224,6 +224,21 @@ impl VmPaths {
     pub fn qmp_socket(&self) -> PathBuf {
         self.dir.join("qmp.sock")
     }
+
+    /// boxyard-vmm's process id.
+    pub fn vmm_pid(&self) -> PathBuf {
+        self.dir.join("vmm.pid")
+    }
+
+    /// boxyard-vmm's own messages.
+    pub fn vmm_log(&self) -> PathBuf {
+        self.dir.join("vmm.log")
+    }
+
+    /// boxyard-vmm's control socket.
+    pub fn vmm_control_socket(&self) -> PathBuf {
+        self.dir.join("ctl.sock")
+    }
 }
 
 #[cfg(test)]

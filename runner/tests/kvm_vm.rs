@@ -1,20 +1,21 @@
-//! The `kvm` backend (our own monitor, boxyard-vmm) with real VMs: a command through the agent, re-adoption by pid
-//! file, the graceful stop (power button → clean power-off → the VMM exits 0), and a VMM killed under the runner;
-//! each VMM runs jailed (own uid/gid from the backend's pool, empty root, no_new_privs, seccomp) in its own cgroup
-//! v2 with the limits the backend computes, removed once the VM ended.
+//! The `kvm` backend (our own monitor, boxyard-vmm) with real VMs: a command through the agent, pause and resume
+//! and the counters through the VMM's control socket, re-adoption by pid file, the graceful stop (power button →
+//! clean power-off → the VMM exits 0), the backend's kill, and a VMM killed under the runner; each VMM runs jailed
+//! (own uid/gid from the backend's pool, empty root, no_new_privs, seccomp) in its own cgroup v2 with the limits the
+//! backend computes, removed once the VM ended.
 //!
-//! Runs directly where the CPU has hardware virtualization and inside the nested-KVM harness (BOXYARD_NESTED=1);
-//! elsewhere it re-runs itself inside `scripts/nested-kvm.sh`. It needs `boxyard-vmm` built into the same target
-//! directory (`cargo build --workspace` does) and reports a visible skip without it or without QEMU.
+//! It re-runs itself with `BOXYARD_TEST_VM_BACKEND=kvm`: directly where the CPU has hardware virtualization, inside
+//! the nested-KVM harness (`scripts/nested-kvm.sh`) elsewhere. It needs `boxyard-vmm` built into the same target
+//! directory (`cargo build --workspace` does) and fails, naming the fix, without it or without QEMU.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use boxyard_proto::agent::PingRequest;
 use boxyard_runner::launch::launch;
 use boxyard_runner::vm::cgroup::CgroupRoot;
 use boxyard_runner::vm::kvm::KvmBackend;
@@ -22,16 +23,6 @@ use boxyard_runner::vm::{VmBackend, VmStatus};
 use common::*;
 
 const NAME: &str = "kvm_backend_runs_commands_is_adopted_stops_gracefully_and_reports_a_kill";
-
-fn vmm_binary() -> Option<PathBuf> {
-    // The test binary is target/<profile>/deps/<name>; the VMM is target/<profile>/boxyard-vmm.
-    let p = std::env::current_exe().ok()?.parent()?.parent()?.join("boxyard-vmm");
-    p.is_file().then_some(p)
-}
-
-fn hardware_kvm() -> bool {
-    std::path::Path::new("/dev/kvm").exists() && boxyard_runner::hostcaps::hardware_virtualization()
-}
 
 /// Kills the VMM of `dir` when dropped (a failing test must not leave VMs behind).
 struct KillOnDrop(PathBuf);
@@ -47,37 +38,14 @@ impl Drop for KillOnDrop {
     }
 }
 
-fn run_nested() {
-    // scripts/setup.sh installs QEMU: without it this host cannot run the test, which is a failure, not a pass.
-    assert!(
-        Command::new("qemu-system-x86_64").arg("--version").stdout(Stdio::null()).status().is_ok(),
-        "{NAME}: no hardware KVM and no qemu-system-x86_64 for the nested-KVM harness (run scripts/setup.sh)"
-    );
-    // Each attempt gets 270 s; --retry boots L1 once more when it hung or failed (L1 under TCG sometimes does).
-    let out = Command::new("bash")
-        .arg(workspace().join("scripts/nested-kvm.sh"))
-        .args(["--timeout", "270", "--retry", "--"])
-        .arg(std::env::current_exe().unwrap())
-        .args(["--exact", NAME, "--nocapture", "--test-threads=1"])
-        .current_dir(workspace())
-        .output()
-        .expect("running scripts/nested-kvm.sh");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    eprintln!("---- inside the nested-KVM harness ----\n{text}---- end ----");
-    assert!(out.status.success(), "{NAME} failed inside the nested-KVM harness ({:?})", out.status);
-    assert!(text.contains("test result: ok. 1 passed"), "the test did not run inside the harness");
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kvm_backend_runs_commands_is_adopted_stops_gracefully_and_reports_a_kill() {
-    let binary = vmm_binary().unwrap_or_else(|| {
-        panic!("{NAME}: no boxyard-vmm beside the test binaries (cargo build --workspace builds it)")
-    });
-    if !hardware_kvm() && std::env::var_os("BOXYARD_NESTED").is_none() {
-        tokio::task::spawn_blocking(run_nested).await.unwrap();
+    if backend_name() != "kvm" {
+        // Each attempt gets 270 s; L1 boots once more when it hung or failed (L1 under TCG sometimes does).
+        tokio::task::spawn_blocking(|| rerun_on_kvm_backend(&[NAME], 2048, 270)).await.unwrap();
         return;
     }
-    let mut backend = KvmBackend::new(binary);
+    let mut backend = KvmBackend::new(vmm_binary());
     assert_eq!(backend.name(), "kvm");
     // The jail and cgroups as `serve` sets them up (L1 has cgroup v2, see scripts/nested-kvm.sh), under a root of
     // the test's own.
@@ -100,6 +68,20 @@ async fn kvm_backend_runs_commands_is_adopted_stops_gracefully_and_reports_a_kil
     assert_jailed(pid, id);
     let cg = assert_cgroup(pid, &cg_root, "vm-kvm1", "603979776", "100000 100000", "25");
 
+    // Pause: the guest executes nothing, so the agent does not answer; after resume it does.
+    l.vm.pause().await.unwrap();
+    let frozen = tokio::time::timeout(Duration::from_secs(2), l.agent.ping(PingRequest {})).await;
+    assert!(frozen.is_err(), "the agent answered while the VM was paused: {frozen:?}");
+    l.vm.resume().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(30), l.agent.ping(PingRequest {}))
+        .await
+        .expect("the agent answers again after resume")
+        .unwrap();
+    let m = l.vm.metrics().await.unwrap();
+    let get = |k: &str| m.iter().find(|(n, _)| n == k).map(|(_, v)| *v);
+    assert!(get("block_read_bytes").unwrap_or(0) > 0, "the guest read its disks: {m:?}");
+    assert_eq!(get("pauses"), Some(1), "{m:?}");
+
     // A restarted runner re-adopts the VMM by its pid file.
     let mut adopted = backend.adopt(s.clone()).await.unwrap().expect("the running VMM is adopted");
     assert_eq!(adopted.status().await, VmStatus::Running { pid });
@@ -114,6 +96,31 @@ async fn kvm_backend_runs_commands_is_adopted_stops_gracefully_and_reports_a_kil
     assert!(backend.adopt(s).await.unwrap().is_none(), "nothing to adopt after the VM ended");
     assert!(!cg.exists(), "the VM's cgroup is removed once it ended");
     assert_eq!(backend.jail.as_ref().unwrap().in_use(), 0, "its id is released");
+
+    // The backend's kill (the control socket's kill: the VMM ends at once, exit status 3).
+    let dir = tempfile::Builder::new().prefix("boxyard-kvm-").tempdir().unwrap();
+    let _guard3 = KillOnDrop(dir.path().to_path_buf());
+    let mut l = launch(&backend, spec(dir.path(), "kvm3", None), Duration::from_secs(180)).await.unwrap();
+    assert_eq!(l.vm.kill().await.unwrap(), VmStatus::Stopped { detail: "exit status: 3".into() });
+    assert!(!dir.path().join("ctl.sock").exists() && !dir.path().join("vmm.pid").exists(), "cleaned up");
+
+    // The command line: `vm run --backend kvm` prints the command's output and exits with its status; `auto` (the
+    // default) picks kvm here (QEMU is named as /bin/false, so a QEMU boot could not succeed).
+    for backend_arg in [&["--backend", "kvm"][..], &["--qemu", "/bin/false"][..]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_boxyard-runner"))
+            .args(["vm", "run", "--vmm-binary"])
+            .arg(vmm_binary())
+            .arg("--guest-dir")
+            .arg(guest_image().kernel.parent().unwrap())
+            .arg("--rootfs")
+            .arg(rootfs())
+            .args(backend_arg)
+            .args(["--", "sh", "-c", "echo hello; exit 3"])
+            .output()
+            .unwrap();
+        let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!((stdout.as_ref(), out.status.code()), ("hello\n", Some(3)), "{backend_arg:?}: {stderr}");
+    }
 
     // A VMM killed under the runner is reported stopped, with the signal.
     let dir = tempfile::Builder::new().prefix("boxyard-kvm-").tempdir().unwrap();

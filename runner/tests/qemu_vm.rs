@@ -1,4 +1,5 @@
-//! The guest agent inside real VMs (QEMU; TCG on hosts without hardware virtualization).
+//! The guest agent inside real VMs: QEMU (TCG on hosts without hardware virtualization) by default, and the same
+//! tests again on the `kvm` backend (our own monitor) through [`common::rerun_on_kvm_backend`].
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
@@ -226,7 +227,7 @@ async fn host_disconnect_mid_stream_loses_nothing() {
 async fn missing_kernel_or_rootfs_is_a_clear_error() {
     use boxyard_runner::vm::VmBackend;
     let dir = tempfile::tempdir().unwrap();
-    let backend = boxyard_runner::vm::qemu::QemuBackend::detect();
+    let backend = backend();
     let mut s = spec(dir.path(), "bad", None);
     s.kernel = "/nonexistent/vmlinuz".into();
     let err = backend.create(s).await.err().expect("a missing kernel must be refused").to_string();
@@ -253,4 +254,24 @@ async fn boots_with_kvm_acceleration_when_available() {
     let mut vm = boot("kvm", None).await;
     assert_eq!(run(vm.agent(), req(&["echo", "kvm"])).await.stdout_str(), "kvm\n");
     vm.shutdown().await;
+}
+
+/// The tests above that boot VMs, again on the `kvm` backend (boxyard-vmm): directly where the host has hardware
+/// virtualization, inside the nested-KVM harness here.
+#[test]
+fn the_vm_tests_pass_on_the_kvm_backend() {
+    if backend_name() == "kvm" {
+        eprintln!("already on the kvm backend: nothing to rerun");
+        return;
+    }
+    rerun_on_kvm_backend(
+        &[
+            "commands_run_in_a_vm",
+            "root_filesystem_writes_persist_per_box",
+            "host_disconnect_mid_stream_loses_nothing",
+            "missing_kernel_or_rootfs_is_a_clear_error",
+        ],
+        3072,
+        540,
+    );
 }

@@ -1,45 +1,49 @@
-//! The runner API with real QEMU microVMs (TCG here, KVM where the host has hardware virtualization): output
-//! survives cut attaches and a `kill -9` of the runner; an execution that finishes while the runner is down is
-//! complete; the VM outlives the runner and is re-adopted; stop and destroy end the VM.
+//! The runner API with real microVMs: output survives cut attaches and a `kill -9` of the runner; an execution that
+//! finishes while the runner is down is complete; the VM outlives the runner and is re-adopted; stop and destroy end
+//! the VM; files and stdin. On QEMU by default (TCG here, KVM where the host has hardware virtualization), and the
+//! same tests again on the `kvm` backend (our own monitor) through [`common::rerun_on_kvm_backend`].
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod common;
 mod harness;
 
+use common::{backend_name, rerun_on_kvm_backend};
+
 use std::time::Duration;
 
 use boxyard_proto::runner as pb;
 use harness::*;
 
-fn qemu_runner() -> RunnerProc {
+fn vm_runner() -> RunnerProc {
     let guest = common::guest_image();
     let dir = guest.kernel.parent().unwrap().display().to_string();
-    RunnerProc::with_args(vec![
-        "--backend".into(),
-        "qemu".into(),
+    let mut args = common::runner_backend_args();
+    args.extend([
         "--guest-dir".into(),
         dir,
         "--rootfs".into(),
         common::rootfs().display().to_string(),
         "--boot-timeout".into(),
         "120".into(),
-    ])
+    ]);
+    RunnerProc::with_args(args)
 }
 
-fn qemu_pid(r: &RunnerProc) -> Vec<i32> {
-    pids_mentioning(&r.state.join("boxes/b1/vm/qmp.sock").display().to_string())
+/// The VM process (QEMU or boxyard-vmm) of box b1: the one whose command line names its agent socket.
+fn vm_pid(r: &RunnerProc) -> Vec<i32> {
+    pids_mentioning(&r.state.join("boxes/b1/vm/agent.sock").display().to_string())
 }
 
 #[tokio::test]
 async fn vm_box_output_survives_cuts_and_runner_restarts() {
-    let mut r = qemu_runner();
+    let mut r = vm_runner();
     let mut c = r.client().await;
     let info = create_box(&mut c, "b1").await;
     assert_eq!(info.state, pb::BoxState::Running as i32, "{info:?}");
-    assert!(info.backend.starts_with("qemu"), "{info:?}");
-    let vm = qemu_pid(&r);
-    assert_eq!(vm.len(), 1, "one QEMU process for the box");
+    assert!(info.backend.starts_with(common::backend_name()), "{info:?}");
+    let vm = vm_pid(&r);
+    assert_eq!(vm.len(), 1, "one VM process for the box");
 
     // ~9.5 MB on two interleaved streams; cut the attach every ~900 KB and kill -9 the runner half way.
     const N: u64 = 700_000;
@@ -67,7 +71,7 @@ async fn vm_box_output_survives_cuts_and_runner_restarts() {
             c = r.client().await;
             let b = c.get_box(pb::BoxRef { box_id: "b1".into() }).await.unwrap().into_inner();
             assert_eq!(b.state, pb::BoxState::Running as i32, "re-adopted after the restart: {b:?}");
-            assert_eq!(qemu_pid(&r), vm, "the same VM process runs on");
+            assert_eq!(vm_pid(&r), vm, "the same VM process runs on");
         }
     }
     assert!(killed, "the runner was never killed mid-execution");
@@ -89,14 +93,14 @@ async fn vm_box_output_survives_cuts_and_runner_restarts() {
     // Stop powers the VM off; destroy deletes the box.
     let b = c.stop_box(pb::StopBoxRequest { box_id: "b1".into(), timeout_ms: 20_000 }).await.unwrap().into_inner();
     assert_eq!(b.state, pb::BoxState::Stopped as i32);
-    assert!(qemu_pid(&r).is_empty(), "QEMU still runs after StopBox");
+    assert!(vm_pid(&r).is_empty(), "the VM process still runs after StopBox");
     assert!(c.destroy_box(pb::BoxRef { box_id: "b1".into() }).await.unwrap().into_inner().existed);
     assert!(!r.state.join("boxes/b1").exists());
 }
 
 #[tokio::test]
 async fn vm_box_files_and_stdin() {
-    let r = qemu_runner();
+    let r = vm_runner();
     let mut c = r.client().await;
     create_box(&mut c, "b1").await;
     // Upload a tar with one file, read it back through an execution, download it again.
@@ -145,4 +149,15 @@ async fn vm_box_files_and_stdin() {
     let mut out = Reassembled::default();
     out.drain(&mut a).await.unwrap();
     assert_eq!(out.stdout, b"BOX\n");
+}
+
+/// The tests above, again on the `kvm` backend (boxyard-vmm): directly where the host has hardware virtualization,
+/// inside the nested-KVM harness here.
+#[test]
+fn the_runner_vm_tests_pass_on_the_kvm_backend() {
+    if backend_name() == "kvm" {
+        eprintln!("already on the kvm backend: nothing to rerun");
+        return;
+    }
+    rerun_on_kvm_backend(&["vm_box_output_survives_cuts_and_runner_restarts", "vm_box_files_and_stdin"], 3072, 540);
 }

@@ -21,9 +21,10 @@ use crate::devices::virtio::console::Console;
 use crate::devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::rng::Rng;
 use crate::memory::{self, GED_GSI, VIRTIO_IRQ_BASE, VIRTIO_MAX_DEVICES, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
+use crate::vstate::ExitSignal;
+use crate::vstate::run_control::RunControl;
 use crate::vstate::vcpu::Vcpu;
 use crate::vstate::vm::Vm;
-use crate::vstate::{ExitReason, ExitSignal};
 
 /// The kernel arguments every boot gets unless the caller replaces them: console on the 8250, no PCI (every device
 /// is virtio-mmio from the DSDT), and the same quiet, fast-boot settings as the QEMU backend.
@@ -115,6 +116,9 @@ fn io(what: &str) -> impl FnOnce(std::io::Error) -> BuildError + '_ {
 pub struct RunningVm {
     exit: ExitSignal,
     power_button: EventFd,
+    control: Arc<RunControl>,
+    vcpus: u8,
+    memory_mib: u64,
     // Kept alive for the VM's lifetime: memory mappings, device threads, the VM fd.
     _vm: Vm,
     _mem: vm_memory::GuestMemoryMmap,
@@ -122,20 +126,19 @@ pub struct RunningVm {
 }
 
 impl RunningVm {
-    /// Blocks until the VM ends and says why.
-    pub fn wait(&self) -> ExitReason {
-        loop {
-            if let Some(r) = self.exit.reason() {
-                return r;
-            }
-            let mut pfd = libc::pollfd {
-                fd: std::os::fd::AsRawFd::as_raw_fd(self.exit.event()),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, 1000) };
-        }
+    /// Pause and resume of the vCPUs.
+    pub fn run_control(&self) -> &RunControl {
+        &self.control
+    }
+
+    /// vCPUs.
+    pub fn vcpus(&self) -> u8 {
+        self.vcpus
+    }
+
+    /// Guest RAM in MiB.
+    pub fn memory_mib(&self) -> u64 {
+        self.memory_mib
     }
 
     /// The VM's exit signal (to end it from outside, e.g. a signal handler or control socket).
@@ -261,13 +264,33 @@ pub fn build(cfg: &VmConfig) -> Result<BuiltVm, BuildError> {
     let pio = Arc::new(pio);
     let mmio = Arc::new(mmio);
     let mut vcpus = Vec::with_capacity(usize::from(cfg.vcpus));
+    let control = Arc::new(RunControl::new(cfg.vcpus));
     for i in 0..cfg.vcpus {
         let fd = vm.fd.create_vcpu(u64::from(i)).map_err(|e| BuildError::Kvm("KVM_CREATE_VCPU", e))?;
         let entry = (i == 0).then_some(info.entry.0);
         cpu::configure_vcpu(&fd, &vm.supported_cpuid, i, cfg.vcpus, entry)?;
-        vcpus.push(Vcpu { fd, index: i, pio: pio.clone(), mmio: mmio.clone(), exit: exit.clone() });
+        vcpus.push(Vcpu {
+            fd,
+            index: i,
+            pio: pio.clone(),
+            mmio: mmio.clone(),
+            exit: exit.clone(),
+            control: control.clone(),
+        });
     }
-    Ok(BuiltVm { vcpus, running: RunningVm { exit, power_button, _vm: vm, _mem: mem, _mmio: mmio } })
+    Ok(BuiltVm {
+        vcpus,
+        running: RunningVm {
+            exit,
+            power_button,
+            control,
+            vcpus: cfg.vcpus,
+            memory_mib: cfg.memory_mib,
+            _vm: vm,
+            _mem: mem,
+            _mmio: mmio,
+        },
+    })
 }
 
 fn legacy_serial_port() -> u16 {

@@ -10,14 +10,18 @@
 //! - [`vstate`]: the KVM VM and its vCPU threads;
 //! - [`jail`]: the namespaces, empty root and unprivileged ids the running VMM is confined to;
 //! - [`seccomp`]: the system-call filter of the running VMM;
-//! - [`builder`]: assembles a VM from a [`builder::VmConfig`] and runs it to its end.
+//! - [`builder`]: assembles a VM from a [`builder::VmConfig`] and runs it to its end;
+//! - [`api`]: the control socket (pause, resume, stop, kill, status, metrics) and the main loop that applies it;
+//! - [`metrics`]: the process's counters.
 
 pub mod acpi;
+pub mod api;
 pub mod arch;
 pub mod builder;
 pub mod bus;
 pub mod devices;
 pub mod jail;
 pub mod memory;
+pub mod metrics;
 pub mod seccomp;
 pub mod vstate;

@@ -2,18 +2,23 @@
 //!
 //! Exit status: 0 when the guest powered off or reset, 1 when the VM failed, 2 for a bad command line or a VM that
 //! could not be built. SIGTERM presses the guest's ACPI power button (a graceful stop: the guest agent powers off,
-//! the process then exits 0); SIGKILL is the hard stop. Once the VM is built (every file open, still one thread), the
-//! process enters its jail (`jail.rs`: own mount namespace with an empty root, `--jail-uid`/`--jail-gid`,
-//! no_new_privs; `--no-jail` for development), then a seccomp filter limits it to the system calls the running VMM
-//! needs (`--no-seccomp` for development), and only then do the vCPU threads start.
+//! the process then exits 0); SIGKILL is the hard stop. Once the VM is built (every file open, the agent and control
+//! sockets bound, still one thread), the process enters its jail (`jail.rs`: own mount namespace with an empty root,
+//! `--jail-uid`/`--jail-gid`, no_new_privs; `--no-jail` for development), then a seccomp filter limits it to the
+//! system calls the running VMM needs (`--no-seccomp` for development), and only then do the vCPU threads and the
+//! control thread start. `--control-socket` serves the control protocol (docs/vmm.md, "Control socket"): pause,
+//! resume, stop, kill (exit status 3), status, metrics.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use boxyard_vmm::api::{ControlServer, Controller};
 use boxyard_vmm::builder::{self, ConsoleOutput, DEFAULT_CMDLINE, DiskConfig, VmConfig};
 use clap::Parser;
+use vmm_sys_util::eventfd::EventFd;
 
 /// Boots a Linux microVM on KVM.
 #[derive(Parser, Debug)]
@@ -49,6 +54,9 @@ struct Args {
     /// No virtio-rng device.
     #[arg(long)]
     no_rng: bool,
+    /// Serve the control socket here (pause, resume, stop, kill, status, metrics: one JSON object per line).
+    #[arg(long)]
+    control_socket: Option<PathBuf>,
     /// Write the VMM's pid here.
     #[arg(long)]
     pid_file: Option<PathBuf>,
@@ -156,8 +164,14 @@ fn run(started: Instant) -> anyhow::Result<i32> {
     }
     let jail = jail_config(&args)?;
     let filter = boxyard_vmm::seccomp::filter()?;
+    // The control socket is bound now, as root, by path; its thread starts after the jail.
+    let control = match &args.control_socket {
+        Some(p) => Some(ControlServer::bind(p).with_context(|| format!("control socket {}", p.display()))?),
+        None => None,
+    };
+    boxyard_vmm::vstate::run_control::install_kick_handler();
     // Everything that needs a path or root happens in build; the jail needs a single-threaded process, so the vCPU
-    // threads start only after it (and after the seccomp filter: the guest never runs unconfined).
+    // and control threads start only after it (and after the seccomp filter: the guest never runs unconfined).
     let built = builder::build(&cfg)?;
     install_sigterm(built.power_button_fd());
     match jail {
@@ -184,6 +198,11 @@ fn run(started: Instant) -> anyhow::Result<i32> {
         boxyard_vmm::seccomp::apply(&filter)?;
     }
     let vm = built.start()?;
+    let (jobs_tx, jobs) = std::sync::mpsc::sync_channel(4);
+    let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).context("control eventfd")?);
+    if let Some(server) = control {
+        server.spawn(jobs_tx, wake.clone()).context("control socket thread")?;
+    }
     if args.timing {
         match builder::first_entry_within(builder::FIRST_ENTRY_WAIT) {
             Some(t) => eprintln!(
@@ -194,7 +213,7 @@ fn run(started: Instant) -> anyhow::Result<i32> {
             None => eprintln!("boxyard-vmm: the boot vCPU did not enter the guest within 5 s"),
         }
     }
-    let reason = vm.wait();
+    let reason = Controller::new(&vm, started).run(&jobs, &wake);
     if args.timing {
         eprintln!(
             "boxyard-vmm: VM ended ({reason:?}) after {:.3} s, {:.1} CPU-ms in the VMM process",

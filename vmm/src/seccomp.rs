@@ -99,8 +99,10 @@ pub const ALLOWED: &[i64] = &[
     libc::SYS_newfstatat,
     libc::SYS_fstat,
     libc::SYS_statx,
-    // Signals (SIGTERM presses the power button) and the end.
+    // Signals (SIGTERM presses the power button; a pause kicks each vCPU thread with pthread_kill) and the end.
     libc::SYS_rt_sigreturn,
+    libc::SYS_tgkill,
+    libc::SYS_getpid,
     libc::SYS_exit,
     libc::SYS_exit_group,
 ];

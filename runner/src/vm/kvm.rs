@@ -3,8 +3,10 @@
 //! - Devices and files match the QEMU backend's: the read-only root disk (`boxyard-root`), the writable disk
 //!   (`boxyard-rw`), the agent port `boxyard.agent` as `run_dir/agent.sock` (the VMM listens), the serial console in
 //!   `run_dir/console.log`; the VMM's own messages go to `run_dir/vmm.log`, its pid to `run_dir/vmm.pid`.
-//! - Graceful stop is SIGTERM: the VMM presses the guest's ACPI power button and exits 0 after the clean power-off;
-//!   kill is SIGKILL.
+//! - The VMM is driven through its control socket `run_dir/ctl.sock` ([`super::vmm_control`]): `stop` presses the
+//!   guest's ACPI power button (the VMM exits 0 after the clean power-off), `kill` ends it at once, `pause`/`resume`
+//!   stop and restart the vCPUs, `metrics` reads its counters. Where the socket does not answer, SIGTERM is the
+//!   graceful stop and SIGKILL the kill.
 //! - The VMM runs in its own session, so it outlives the runner, which re-adopts it by pid file (the pid is trusted
 //!   only while the process's command line names the VM's run directory, which `--pid-file` puts there).
 //! - The jail: each VMM runs as its own unprivileged uid/gid from [`IdPool`] (`--jail-uid`; the VMM opens every file
@@ -25,6 +27,7 @@ use super::cgroup::{CgroupRoot, Limits, VmCgroup};
 use super::ids::{self, IdPool};
 use super::process::{VmProcess, read_pid_file, slot_status};
 use super::qemu::cmdline::BASE_KERNEL_ARGS;
+use super::vmm_control::{self, REQUEST_TIMEOUT};
 use super::{Vm, VmBackend, VmError, VmSpec, VmStatus};
 
 /// Creates `boxyard-vmm` VMs.
@@ -58,7 +61,7 @@ pub fn args(spec: &VmSpec, jail_id: Option<u32>) -> Vec<String> {
     // Every device is virtio-mmio from the DSDT: no PCI to probe.
     kernel_args.push("pci=off".into());
     kernel_args.extend(spec.extra_kernel_args.iter().cloned());
-    let run = |name: &str| spec.run_dir.join(name).display().to_string();
+    let paths = spec.paths();
     let mut a = vec![
         "--kernel".into(),
         spec.kernel.display().to_string(),
@@ -81,8 +84,10 @@ pub fn args(spec: &VmSpec, jail_id: Option<u32>) -> Vec<String> {
         spec.agent_socket().display().to_string(),
         "--console-log".into(),
         spec.console_log().display().to_string(),
+        "--control-socket".into(),
+        paths.vmm_control_socket().display().to_string(),
         "--pid-file".into(),
-        run("vmm.pid"),
+        paths.vmm_pid().display().to_string(),
     ]);
     match jail_id {
         Some(id) => a.extend(["--jail-uid".into(), id.to_string(), "--jail-gid".into(), id.to_string()]),
@@ -107,7 +112,7 @@ impl VmBackend for KvmBackend {
     }
 
     async fn adopt(&self, spec: VmSpec) -> Result<Option<Box<dyn Vm>>, VmError> {
-        let Some(pid) = read_pid_file(&spec.run_dir.join("vmm.pid")) else { return Ok(None) };
+        let Some(pid) = read_pid_file(&spec.paths().vmm_pid()) else { return Ok(None) };
         let marker = spec.run_dir.display().to_string();
         let Some(process) = VmProcess::adopt(pid, &marker) else { return Ok(None) };
         // The VM keeps its id and cgroup: taken back so no other VM gets them, released when it ends.
@@ -131,7 +136,8 @@ pub struct KvmVm {
 impl KvmVm {
     /// Removes what a VMM leaves once it has ended: its runtime files, its id and its cgroup.
     fn cleanup(&mut self) {
-        for f in [self.spec.agent_socket(), self.spec.run_dir.join("vmm.pid"), self.spec.run_dir.join(ids::ID_FILE)] {
+        let p = self.spec.paths();
+        for f in [p.agent_socket(), p.vmm_control_socket(), p.vmm_pid(), self.spec.run_dir.join(ids::ID_FILE)] {
             let _ = std::fs::remove_file(f);
         }
         if let (Some(pool), Some(id)) = (&self.backend.jail, self.id.take()) {
@@ -140,6 +146,13 @@ impl KvmVm {
         if let Some(cg) = self.cgroup.take() {
             cg.remove();
         }
+    }
+
+    async fn control(&mut self, op: &str) -> Result<serde_json::Value, VmError> {
+        if self.process.is_none() || self.poll_exit().is_some() {
+            return Err(VmError::NotRunning);
+        }
+        vmm_control::request(&self.spec.paths().vmm_control_socket(), op, REQUEST_TIMEOUT).await
     }
 
     fn status_now(&mut self) -> VmStatus {
@@ -160,7 +173,7 @@ impl KvmVm {
     }
 
     fn log_tail(&self) -> String {
-        let s = std::fs::read_to_string(self.spec.run_dir.join("vmm.log")).unwrap_or_default();
+        let s = std::fs::read_to_string(self.spec.paths().vmm_log()).unwrap_or_default();
         let tail: Vec<&str> = s.lines().rev().take(5).collect();
         tail.into_iter().rev().collect::<Vec<_>>().join("; ")
     }
@@ -177,7 +190,7 @@ impl Vm for KvmVm {
             return Ok(());
         }
         self.cleanup();
-        let log = std::fs::File::create(self.spec.run_dir.join("vmm.log"))?;
+        let log = std::fs::File::create(self.spec.paths().vmm_log())?;
         self.id = match &self.backend.jail {
             Some(pool) => Some(pool.allocate(&self.spec.run_dir)?),
             None => None,
@@ -227,7 +240,7 @@ impl Vm for KvmVm {
                 let tail = self.log_tail();
                 return Err(VmError::EarlyExit {
                     detail: if tail.is_empty() { detail } else { format!("{detail}: {tail}") },
-                    log: self.spec.run_dir.join("vmm.log"),
+                    log: self.spec.paths().vmm_log(),
                 });
             }
             if tokio::time::Instant::now() > deadline {
@@ -243,9 +256,12 @@ impl Vm for KvmVm {
         if self.process.is_none() || self.poll_exit().is_some() {
             return Ok(self.status().await);
         }
-        // SIGTERM presses the guest's power button.
-        if let Some(p) = self.process.as_mut() {
-            p.signal(Signal::SIGTERM);
+        // The control socket's stop presses the guest's power button; SIGTERM does too where the socket fails.
+        if let Err(e) = self.control("stop").await {
+            tracing::warn!(vm = %self.spec.id, "graceful stop through the control socket failed ({e}); sending SIGTERM");
+            if let Some(p) = self.process.as_mut() {
+                p.signal(Signal::SIGTERM);
+            }
         }
         match self.wait(grace).await {
             s @ VmStatus::Stopped { .. } => Ok(s),
@@ -254,6 +270,12 @@ impl Vm for KvmVm {
     }
 
     async fn kill(&mut self) -> Result<VmStatus, VmError> {
+        // The control socket's kill ends the VMM at once; SIGKILL makes sure, whatever state it is in.
+        if self.control("kill").await.is_ok()
+            && let Some(p) = self.process.as_mut()
+        {
+            p.wait(Duration::from_millis(500)).await;
+        }
         if let Some(p) = self.process.as_mut() {
             p.kill().await?;
         }
@@ -270,6 +292,18 @@ impl Vm for KvmVm {
 
     async fn status(&mut self) -> VmStatus {
         self.status_now()
+    }
+
+    async fn pause(&mut self) -> Result<(), VmError> {
+        self.control("pause").await.map(drop)
+    }
+
+    async fn resume(&mut self) -> Result<(), VmError> {
+        self.control("resume").await.map(drop)
+    }
+
+    async fn metrics(&mut self) -> Result<Vec<(String, u64)>, VmError> {
+        Ok(vmm_control::counters(&self.control("metrics").await?))
     }
 }
 
@@ -302,6 +336,7 @@ mod tests {
         assert_eq!(after(&a, "--agent-socket"), vec!["/run/b1/agent.sock"]);
         assert_eq!(after(&a, "--console-log"), vec!["/run/b1/console.log"]);
         assert_eq!(after(&a, "--pid-file"), vec!["/run/b1/vmm.pid"], "the adopt marker is in the command line");
+        assert_eq!(after(&a, "--control-socket"), vec!["/run/b1/ctl.sock"]);
         assert_eq!((after(&a, "--cpus"), after(&a, "--memory")), (vec!["2"], vec!["512"]));
         let cmdline = after(&a, "--cmdline")[0];
         assert!(cmdline.starts_with("console=ttyS0 quiet"), "{cmdline}");

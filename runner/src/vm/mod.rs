@@ -5,8 +5,8 @@
 //!   virtualization, TCG otherwise). Runs everywhere.
 //! - [`local`]: **test and development only** — runs the guest agent as a host process with no VM and no
 //!   isolation, so the runner's logic can be tested in seconds.
-//! - [`kvm`]: one `boxyard-vmm` process (our own KVM monitor) per VM, jailed under its own id ([`ids`]) and in its
-//!   own cgroup v2 ([`cgroup`]).
+//! - [`kvm`]: one `boxyard-vmm` process per VM (our own KVM monitor, `vmm/`), driven through its control socket
+//!   ([`vmm_control`]), jailed under its own id ([`ids`]) and in its own cgroup v2 ([`cgroup`]).
 //!
 //! A VM's runtime files (agent socket, control socket, console log, pid file) live in its own directory
 //! ([`VmSpec::run_dir`]), so that a restarted runner can find and re-adopt VMs that outlived it.
@@ -17,6 +17,7 @@ pub mod kvm;
 pub mod local;
 pub mod process;
 pub mod qemu;
+pub mod vmm_control;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -147,6 +148,14 @@ pub enum VmError {
     /// The VM is not running.
     #[error("the VM is not running")]
     NotRunning,
+    /// The backend cannot do this.
+    #[error("the {backend} backend cannot {what}")]
+    Unsupported {
+        /// The backend.
+        backend: &'static str,
+        /// What was asked.
+        what: &'static str,
+    },
     /// A file operation failed.
     #[error("VM I/O error: {0}")]
     Io(#[from] std::io::Error),
@@ -191,4 +200,17 @@ pub trait Vm: Send + Sync {
     async fn wait(&mut self, timeout: Duration) -> VmStatus;
     /// What it is doing now.
     async fn status(&mut self) -> VmStatus;
+    /// Stops the guest's vCPUs (it executes nothing, its devices and memory stay) until [`Vm::resume`].
+    async fn pause(&mut self) -> Result<(), VmError> {
+        Err(VmError::Unsupported { backend: "this", what: "pause a VM" })
+    }
+    /// Lets a paused guest run again.
+    async fn resume(&mut self) -> Result<(), VmError> {
+        Err(VmError::Unsupported { backend: "this", what: "resume a VM" })
+    }
+    /// The VM monitor's counters (exits, disk and agent-channel bytes, ...), by name; empty where the backend has
+    /// none.
+    async fn metrics(&mut self) -> Result<Vec<(String, u64)>, VmError> {
+        Ok(Vec::new())
+    }
 }

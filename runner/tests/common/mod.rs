@@ -1,5 +1,8 @@
-//! Shared helpers of the runner's VM tests: real QEMU VMs booted from the artifacts of scripts/build-guest.sh and
-//! scripts/build-rootfs.sh (scripts/test.sh builds them first).
+//! Shared helpers of the runner's VM tests: real VMs booted from the artifacts of scripts/build-guest.sh and
+//! scripts/build-rootfs.sh (scripts/test.sh builds them first), on the backend `BOXYARD_TEST_VM_BACKEND` names
+//! (`qemu`, the default, or `kvm`: our own monitor), and [`rerun_on_kvm_backend`], which runs a test binary's VM
+//! tests again on the `kvm` backend (directly where the CPU has hardware virtualization, otherwise inside the
+//! nested-KVM harness, `scripts/nested-kvm.sh`).
 
 #![allow(dead_code)]
 
@@ -9,8 +12,41 @@ use std::time::Duration;
 use boxyard_proto::agent::{ExecRequest, ShutdownRequest, exec_result::Outcome};
 use boxyard_runner::agent::{Agent, Collected, collect};
 use boxyard_runner::launch::{GuestImage, Launched, launch};
-use boxyard_runner::vm::VmSpec;
+use boxyard_runner::vm::kvm::KvmBackend;
 use boxyard_runner::vm::qemu::QemuBackend;
+use boxyard_runner::vm::{VmBackend, VmSpec};
+
+pub use boxyard_devstack::nested::{backend_name, hardware_kvm};
+
+/// `boxyard-vmm`, built into the same target directory as the test binaries (`cargo build --workspace`).
+pub fn vmm_binary() -> PathBuf {
+    // The test binary is target/<profile>/deps/<name>; the VMM is target/<profile>/boxyard-vmm.
+    let p = std::env::current_exe().unwrap().parent().unwrap().parent().unwrap().join("boxyard-vmm");
+    assert!(p.is_file(), "no boxyard-vmm at {} (cargo build --workspace builds it)", p.display());
+    p
+}
+
+/// The backend of [`backend_name`].
+pub fn backend() -> Box<dyn VmBackend> {
+    match backend_name() {
+        "kvm" => Box::new(KvmBackend::new(vmm_binary())),
+        _ => Box::new(QemuBackend::detect()),
+    }
+}
+
+/// The runner's `--backend ...` arguments for [`backend_name`].
+pub fn runner_backend_args() -> Vec<String> {
+    match backend_name() {
+        "kvm" => vec!["--backend".into(), "kvm".into(), "--vmm-binary".into(), vmm_binary().display().to_string()],
+        _ => vec!["--backend".into(), "qemu".into()],
+    }
+}
+
+/// Runs `tests` of this test binary again on the `kvm` backend (see `boxyard_devstack::nested`).
+pub fn rerun_on_kvm_backend(tests: &[&str], l1_mem_mib: u32, timeout_s: u32) {
+    let rerun = boxyard_devstack::nested::Rerun { tests, l1_mem_mib, timeout_s };
+    boxyard_devstack::nested::rerun_on_kvm_backend(&workspace(), &rerun);
+}
 
 pub fn workspace() -> PathBuf {
     boxyard_devstack::paths::workspace()
@@ -73,12 +109,16 @@ impl TestVm {
 
 impl Drop for TestVm {
     fn drop(&mut self) {
-        if self.l.is_some()
-            && let Ok(pid) = std::fs::read_to_string(self.dir.path().join("qemu.pid"))
-            && let Ok(pid) = pid.trim().parse::<i32>()
-        {
-            // SAFETY: plain kill(2) of the test's own QEMU process.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
+        if self.l.is_none() {
+            return;
+        }
+        for f in ["qemu.pid", "vmm.pid"] {
+            if let Ok(pid) = std::fs::read_to_string(self.dir.path().join(f))
+                && let Ok(pid) = pid.trim().parse::<i32>()
+            {
+                // SAFETY: plain kill(2) of the test's own VM process.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
         }
     }
 }
@@ -110,7 +150,7 @@ pub async fn boot(id: &str, disk: Option<PathBuf>) -> TestVm {
         }
     };
     let spec = spec(dir.path(), id, Some(disk));
-    let l = launch(&QemuBackend::detect(), spec, Duration::from_secs(120)).await.unwrap();
+    let l = launch(&*backend(), spec, Duration::from_secs(120)).await.unwrap();
     TestVm { l: Some(l), dir }
 }
 

@@ -1,6 +1,7 @@
 //! The KVM side of a VM: the VM file descriptor with its memory, irqchip and PIT ([`vm`]), the vCPU threads and
-//! their exit handling ([`vcpu`]), and how the VM's end is signalled from wherever it is noticed ([`ExitSignal`]).
+//! their exit handling ([`vcpu`]), pausing and resuming them ([`run_control`]), and how the VM's end is signalled from wherever it is noticed ([`ExitSignal`]).
 
+pub mod run_control;
 pub mod vcpu;
 pub mod vm;
 
@@ -17,6 +18,8 @@ pub enum ExitReason {
     Reset,
     /// A vCPU failed (KVM error, unhandled exit): exit status 1.
     Error,
+    /// The control socket's `kill`: exit status 3.
+    Killed,
 }
 
 impl ExitReason {
@@ -25,6 +28,7 @@ impl ExitReason {
         match self {
             ExitReason::PowerOff | ExitReason::Reset => 0,
             ExitReason::Error => 1,
+            ExitReason::Killed => 3,
         }
     }
 }

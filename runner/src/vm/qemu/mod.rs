@@ -95,6 +95,17 @@ impl QemuVm {
         }
     }
 
+    async fn qmp_command(&mut self, command: &str) -> Result<(), VmError> {
+        if self.process.is_none() || self.poll_exit().is_some() {
+            return Err(VmError::NotRunning);
+        }
+        let mut qmp = qmp::Qmp::connect(&self.spec.paths().qmp_socket(), Duration::from_secs(2)).await?;
+        tokio::time::timeout(Duration::from_secs(5), qmp.execute(command, None))
+            .await
+            .map_err(|_| VmError::Control(format!("QMP {command} did not answer within 5 s")))?
+            .map(drop)
+    }
+
     fn status_now(&mut self) -> VmStatus {
         let (status, just_ended) = slot_status(&mut self.process);
         if just_ended {
@@ -178,5 +189,13 @@ impl Vm for QemuVm {
 
     async fn status(&mut self) -> VmStatus {
         self.status_now()
+    }
+
+    async fn pause(&mut self) -> Result<(), VmError> {
+        self.qmp_command("stop").await
+    }
+
+    async fn resume(&mut self) -> Result<(), VmError> {
+        self.qmp_command("cont").await
     }
 }

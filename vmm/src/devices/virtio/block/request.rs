@@ -111,23 +111,36 @@ pub fn execute(chain: DescriptorChain<&GuestMemoryMmap>, mem: &GuestMemoryMmap, 
 fn run(reader: &mut Reader<'_>, data: &mut Writer<'_>, disk: &mut Disk) -> u8 {
     let mut hdr = [0u8; 16];
     if reader.read_exact(&mut hdr).is_err() {
+        crate::metrics::METRICS.block_errors.inc();
         return S_IOERR;
     }
     let kind = u32::from_le_bytes(hdr[0..4].try_into().expect("4 bytes"));
     let sector = u64::from_le_bytes(hdr[8..16].try_into().expect("8 bytes"));
+    let m = &crate::metrics::METRICS;
     let result = match kind {
-        T_IN => read_sectors(data, disk, sector),
-        T_OUT if disk.read_only => return S_IOERR,
-        T_OUT => write_sectors(reader, disk, sector),
+        T_IN => {
+            let len = data.available_bytes() as u64;
+            read_sectors(data, disk, sector).inspect(|_| m.block_read_bytes.add(len))
+        }
+        T_OUT if disk.read_only => Err(std::io::Error::from(std::io::ErrorKind::PermissionDenied)),
+        T_OUT => {
+            let len = reader.available_bytes() as u64;
+            write_sectors(reader, disk, sector).inspect(|_| m.block_write_bytes.add(len))
+        }
         T_FLUSH if disk.read_only => Ok(()),
-        T_FLUSH => disk.file.sync_data(),
+        T_FLUSH => disk.file.sync_data().inspect(|_| m.block_flushes.inc()),
         T_GET_ID => {
             let n = data.available_bytes().min(ID_LEN);
             data.write_all(&disk.id[..n])
         }
         _ => return S_UNSUPP,
     };
-    if result.is_ok() { S_OK } else { S_IOERR }
+    if result.is_ok() {
+        S_OK
+    } else {
+        m.block_errors.inc();
+        S_IOERR
+    }
 }
 
 fn out_of_range() -> std::io::Error {

@@ -84,7 +84,10 @@ impl ConsoleHandler {
         let mut buf = vec![0u8; RX_BUF];
         match c.read(&mut buf) {
             Ok(0) => self.disconnect(),
-            Ok(n) => self.to_guest.extend_from_slice(&buf[..n]),
+            Ok(n) => {
+                crate::metrics::METRICS.agent_bytes_to_guest.add(n as u64);
+                self.to_guest.extend_from_slice(&buf[..n]);
+            }
             Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => {}
             Err(_) => self.disconnect(),
         }
@@ -103,6 +106,7 @@ impl ConsoleHandler {
                 };
                 match c.write(&self.to_host) {
                     Ok(n) => {
+                        crate::metrics::METRICS.agent_bytes_to_host.add(n as u64);
                         self.to_host.drain(..n);
                     }
                     Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::Interrupted) => break,
