@@ -225,7 +225,6 @@ async fn host_disconnect_mid_stream_loses_nothing() {
 /// Bad paths are refused before anything starts, naming what is missing and how to get it.
 #[tokio::test]
 async fn missing_kernel_or_rootfs_is_a_clear_error() {
-    use boxyard_runner::vm::VmBackend;
     let dir = tempfile::tempdir().unwrap();
     let backend = backend();
     let mut s = spec(dir.path(), "bad", None);

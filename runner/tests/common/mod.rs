@@ -16,7 +16,7 @@ use boxyard_runner::vm::kvm::KvmBackend;
 use boxyard_runner::vm::qemu::QemuBackend;
 use boxyard_runner::vm::{VmBackend, VmSpec};
 
-pub use boxyard_devstack::nested::{backend_name, hardware_kvm};
+pub use boxyard_devstack::nested::backend_name;
 
 /// `boxyard-vmm`, built into the same target directory as the test binaries (`cargo build --workspace`).
 pub fn vmm_binary() -> PathBuf {

@@ -3,7 +3,7 @@
 //! running ⇄ paused, and stopping once the power button was pressed (a stopping VM can no longer be paused).
 
 use std::os::fd::AsRawFd;
-use std::sync::mpsc::{Receiver, TryRecvError};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use serde_json::{Map, Value, json};
@@ -95,18 +95,13 @@ impl<'a> Controller<'a> {
             if let Some(r) = self.vm.exit_signal().reason() {
                 return r;
             }
-            loop {
-                match jobs.try_recv() {
-                    Ok(job) => {
-                        let (answer, end) = self.apply(job.request);
-                        let _ = job.reply.send(answer);
-                        if let Some(r) = end {
-                            // Let the client read its answer before the process ends.
-                            let _ = job.written.recv_timeout(Duration::from_secs(1));
-                            return r;
-                        }
-                    }
-                    Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            while let Ok(job) = jobs.try_recv() {
+                let (answer, end) = self.apply(job.request);
+                let _ = job.reply.send(answer);
+                if let Some(r) = end {
+                    // Let the client read its answer before the process ends.
+                    let _ = job.written.recv_timeout(Duration::from_secs(1));
+                    return r;
                 }
             }
             let mut pfds = [
