@@ -9,7 +9,8 @@
 //! - [`devices`]: legacy devices (serial, RTC, i8042, ACPI power) and virtio devices behind the virtio-mmio transport;
 //! - [`vstate`]: the KVM VM and its vCPU threads;
 //! - [`seccomp`]: the system-call filter of the running VMM;
-//! - [`builder`]: assembles a VM from a [`builder::VmConfig`] and runs it to its end.
+//! - [`builder`]: assembles a VM from a [`builder::VmConfig`] and runs it to its end;
+//! - [`timing`]: start-up phase timings (`--timing`).
 
 pub mod acpi;
 pub mod arch;
@@ -18,4 +19,5 @@ pub mod bus;
 pub mod devices;
 pub mod memory;
 pub mod seccomp;
+pub mod timing;
 pub mod vstate;

@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::time::Instant;
 
 use anyhow::{Context, bail};
 use boxyard_vmm::builder::{self, ConsoleOutput, DEFAULT_CMDLINE, DiskConfig, VmConfig};
@@ -99,7 +98,7 @@ fn cpu_time_ms() -> f64 {
 }
 
 fn main() {
-    let started = Instant::now();
+    let started = boxyard_vmm::timing::Stamp::now();
     let code = match run(started) {
         Ok(code) => code,
         Err(e) => {
@@ -110,8 +109,9 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run(started: Instant) -> anyhow::Result<i32> {
+fn run(started: boxyard_vmm::timing::Stamp) -> anyhow::Result<i32> {
     let args = Args::parse();
+    boxyard_vmm::timing::mark("command line");
     let mut cmdline = args.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
     for a in &args.append {
         cmdline.push(' ');
@@ -132,6 +132,7 @@ fn run(started: Instant) -> anyhow::Result<i32> {
         std::fs::write(p, format!("{}\n", std::process::id())).with_context(|| format!("{}", p.display()))?;
     }
     let filter = boxyard_vmm::seccomp::filter()?;
+    boxyard_vmm::timing::mark("seccomp compile");
     let vm = builder::start(&cfg)?;
     install_sigterm(vm.power_button_fd());
     if args.no_seccomp {
@@ -140,21 +141,16 @@ fn run(started: Instant) -> anyhow::Result<i32> {
         boxyard_vmm::seccomp::report_blocked_calls();
         boxyard_vmm::seccomp::apply(&filter)?;
     }
+    boxyard_vmm::timing::mark("seccomp");
     if args.timing {
-        match builder::first_entry_within(builder::FIRST_ENTRY_WAIT) {
-            Some(t) => eprintln!(
-                "boxyard-vmm: first guest entry {:.2} ms after start ({:.2} CPU-ms so far)",
-                t.duration_since(started).as_secs_f64() * 1e3,
-                cpu_time_ms()
-            ),
-            None => eprintln!("boxyard-vmm: the boot vCPU did not enter the guest within 5 s"),
-        }
+        let entry = boxyard_vmm::timing::wait_first_entry(builder::FIRST_ENTRY_WAIT);
+        eprint!("{}", boxyard_vmm::timing::report(started, entry));
     }
     let reason = vm.wait();
     if args.timing {
         eprintln!(
             "boxyard-vmm: VM ended ({reason:?}) after {:.3} s, {:.1} CPU-ms in the VMM process",
-            started.elapsed().as_secs_f64(),
+            (boxyard_vmm::timing::Stamp::now().monotonic_ms - started.monotonic_ms) / 1e3,
             cpu_time_ms()
         );
     }

@@ -60,6 +60,7 @@ pub fn load_linux(
     let open = |p: &Path| File::open(p).map_err(|e| BootError::File(p.display().to_string(), e));
     let mut kfile = open(kernel)?;
     let loaded = BzImage::load(mem, None, &mut kfile, Some(GuestAddress(HIMEM_START)))?;
+    crate::timing::mark("kernel load");
     let mut params = boot_params::default();
     if let Some(hdr) = loaded.setup_header {
         params.hdr = hdr;
@@ -90,6 +91,7 @@ pub fn load_linux(
         mem.read_exact_volatile_from(GuestAddress(addr), &mut f, size as usize)?;
         params.hdr.ramdisk_image = addr as u32;
         params.hdr.ramdisk_size = size as u32;
+        crate::timing::mark("initramfs load");
     }
 
     params.acpi_rsdp_addr = ACPI_ADDR;

@@ -2,16 +2,12 @@
 //! fault), a KVM system event or an error ends the VM through the [`ExitSignal`]; the main thread then ends the
 //! process, so vCPU threads are never joined.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::Arc;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use super::{ExitReason, ExitSignal};
 use crate::bus::Bus;
-
-/// When the boot vCPU first entered the guest (for start-up measurements).
-pub static FIRST_GUEST_ENTRY: OnceLock<Instant> = OnceLock::new();
 
 /// One vCPU and what its exits are dispatched to.
 pub struct Vcpu {
@@ -36,7 +32,7 @@ impl Vcpu {
     fn run(mut self) {
         loop {
             if self.index == 0 {
-                FIRST_GUEST_ENTRY.get_or_init(Instant::now);
+                crate::timing::record_first_entry();
             }
             let reason = match self.fd.run() {
                 Ok(VcpuExit::IoIn(port, data)) => {
