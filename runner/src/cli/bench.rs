@@ -127,3 +127,18 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut v: Vec<f64> = (1..=20).rev().map(f64::from).collect();
+        assert_eq!(median(&mut v), 11.0);
+        assert_eq!(percentile(&mut v, 90), 19.0);
+        assert_eq!(percentile(&mut v, 100), 20.0);
+        assert_eq!(percentile(&mut [3.0], 90), 3.0);
+        assert!(percentile(&mut [], 50).is_nan());
+    }
+}
