@@ -6,13 +6,17 @@
 # With --runner PATH (a boxyard-runner build) it then measures the exec round trip through the runner's two VM
 # backends on this same machine: `boxyard-runner vm bench --backend kvm|qemu` boots one VM each and runs N (--execs,
 # default 50) executions of `true` through the guest agent, printing median and p90.
+# --thp sets this machine's /sys/kernel/mm/transparent_hugepage/shmem_enabled to `advise` for the run (restored
+# after): both monitors ask for huge pages on their memfd guest RAM (madvise), so both get 2 MiB pages, and the
+# nested page tables 512 times fewer entries. Without it the machine's setting is used (Debian's default: never).
 # Needs /dev/kvm with hardware virtualization: run it directly on such a host, or here inside the harness:
-#   scripts/nested-kvm.sh -- scripts/bench-vmm.sh [--runs N] [--vmm PATH] [--runner PATH [--execs N]]
+#   scripts/nested-kvm.sh -- scripts/bench-vmm.sh [--runs N] [--vmm PATH] [--runner PATH [--execs N]] [--thp]
 set -euo pipefail
 
 repo="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 runs=3
 runner=""
+thp=0
 execs=50
 vmm="${CARGO_TARGET_DIR:-$repo/target}/release/boxyard-vmm"
 while [ $# -gt 0 ]; do
@@ -21,7 +25,8 @@ while [ $# -gt 0 ]; do
     --vmm) vmm="$2"; shift 2 ;;
     --runner) runner="$2"; shift 2 ;;
     --execs) execs="$2"; shift 2 ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    --thp) thp=1; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "bench-vmm: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -30,7 +35,13 @@ done
 guest="$(readlink -f "$repo/build/guest/current")"
 rootfs="$repo/build/rootfs/busybox.ext4"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+shmem_thp=/sys/kernel/mm/transparent_hugepage/shmem_enabled
+old_thp="$(sed -E 's/.*\[([a-z]+)\].*/\1/' "$shmem_thp" 2>/dev/null || true)"
+trap 'rm -rf "$work"; [ "$thp" = 1 ] && [ -n "$old_thp" ] && echo "$old_thp" > "$shmem_thp"' EXIT
+if [ "$thp" = 1 ]; then
+  echo advise > "$shmem_thp" || { echo "bench-vmm: cannot set $shmem_thp" >&2; exit 2; }
+fi
+echo "bench-vmm: shmem THP: $(cat "$shmem_thp" 2>/dev/null || echo unknown); anon THP: $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo unknown)"
 args="console=ttyS0 quiet panic=-1 reboot=t tsc=reliable no_timer_check mitigations=off pci=off random.trust_cpu=on"
 
 python3 - "$runs" "$vmm" "$guest" "$rootfs" "$work" "$args" <<'PY'
