@@ -3,18 +3,30 @@
 # initramfs, disks and agent port) and prints, per run and as medians: process start to agent READY (wall),
 # the monitor's own CPU time at READY (process CPU minus the vCPU threads' time), and its RSS beyond guest memory
 # (both monitors get their guest RAM from a memfd, so RSS minus shared memory is the monitor's own footprint).
+# With --runner PATH (a boxyard-runner build) it then measures the exec round trip through the runner's two VM
+# backends on this same machine: `boxyard-runner vm bench --backend kvm|qemu` boots one VM each and runs N (--execs,
+# default 50) executions of `true` through the guest agent, printing median and p90.
+# --thp sets this machine's /sys/kernel/mm/transparent_hugepage/shmem_enabled to `advise` for the run (restored
+# after): both monitors ask for huge pages on their memfd guest RAM (madvise), so both get 2 MiB pages, and the
+# nested page tables 512 times fewer entries. Without it the machine's setting is used (Debian's default: never).
 # Needs /dev/kvm with hardware virtualization: run it directly on such a host, or here inside the harness:
-#   scripts/nested-kvm.sh -- scripts/bench-vmm.sh [--runs N] [--vmm PATH]
+#   scripts/nested-kvm.sh -- scripts/bench-vmm.sh [--runs N] [--vmm PATH] [--runner PATH [--execs N]] [--thp]
 set -euo pipefail
 
 repo="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/.." && pwd)"
 runs=3
+runner=""
+thp=0
+execs=50
 vmm="${CARGO_TARGET_DIR:-$repo/target}/release/boxyard-vmm"
 while [ $# -gt 0 ]; do
   case "$1" in
     --runs) runs="$2"; shift 2 ;;
     --vmm) vmm="$2"; shift 2 ;;
-    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
+    --runner) runner="$2"; shift 2 ;;
+    --execs) execs="$2"; shift 2 ;;
+    --thp) thp=1; shift ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     *) echo "bench-vmm: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -23,10 +35,16 @@ done
 guest="$(readlink -f "$repo/build/guest/current")"
 rootfs="$repo/build/rootfs/busybox.ext4"
 work="$(mktemp -d)"
-trap 'rm -rf "$work"' EXIT
+shmem_thp=/sys/kernel/mm/transparent_hugepage/shmem_enabled
+old_thp="$(sed -E 's/.*\[([a-z]+)\].*/\1/' "$shmem_thp" 2>/dev/null || true)"
+trap 'rm -rf "$work"; [ "$thp" = 1 ] && [ -n "$old_thp" ] && echo "$old_thp" > "$shmem_thp"' EXIT
+if [ "$thp" = 1 ]; then
+  echo advise > "$shmem_thp" || { echo "bench-vmm: cannot set $shmem_thp" >&2; exit 2; }
+fi
+echo "bench-vmm: shmem THP: $(cat "$shmem_thp" 2>/dev/null || echo unknown); anon THP: $(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null || echo unknown)"
 args="console=ttyS0 quiet panic=-1 reboot=t tsc=reliable no_timer_check mitigations=off pci=off random.trust_cpu=on"
 
-exec python3 - "$runs" "$vmm" "$guest" "$rootfs" "$work" "$args" <<'PY'
+python3 - "$runs" "$vmm" "$guest" "$rootfs" "$work" "$args" <<'PY'
 import os, socket, statistics, subprocess, sys, time
 runs, vmm, guest, rootfs, work, args = int(sys.argv[1]), *sys.argv[2:]
 tick = os.sysconf("SC_CLK_TCK")
@@ -111,4 +129,20 @@ for i in range(runs):
 for kind, rs in results.items():
     print(f"{kind:5} median: READY {statistics.median(r[0] for r in rs):.3f} s, "
           f"CPU {statistics.median(r[1] for r in rs):.0f} ms, RSS+ {statistics.median(r[2] for r in rs)/1024:.1f} MiB")
+med = {k: [statistics.median(r[j] for r in rs) for j in range(3)] for k, rs in results.items()}
+print(f"ratio boxyard-vmm / QEMU (medians): READY {med['vmm'][0] / med['qemu'][0]:.2f}x, "
+      f"monitor CPU {med['vmm'][1] / max(med['qemu'][1], 1e-9):.2f}x, RSS+ {med['vmm'][2] / max(med['qemu'][2], 1):.2f}x; "
+      f"L1 load {os.getloadavg()[0]:.1f}, {time.strftime('%Y-%m-%d %H:%M')}")
 PY
+
+if [ -n "$runner" ]; then
+  [ -x "$runner" ] || { echo "bench-vmm: no runner binary at $runner" >&2; exit 2; }
+  echo "exec round trip through the runner's backends ($runner), $execs executions of true after one boot each:"
+  for backend in kvm qemu; do
+    extra=()
+    [ "$backend" = kvm ] && extra=(--vmm-binary "$vmm")
+    [ "$backend" = qemu ] && extra=(--accel kvm)
+    "$runner" vm bench --backend "$backend" "${extra[@]}" --guest-dir "$guest" --rootfs "$rootfs" \
+      --boots 1 --execs "$execs" --boot-timeout 120 2>&1 | sed "s/^/  $backend: /"
+  done
+fi

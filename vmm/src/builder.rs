@@ -21,6 +21,7 @@ use crate::devices::virtio::console::Console;
 use crate::devices::virtio::mmio::{MmioTransport, QUEUE_NOTIFY_OFFSET};
 use crate::devices::virtio::rng::Rng;
 use crate::memory::{self, GED_GSI, VIRTIO_IRQ_BASE, VIRTIO_MAX_DEVICES, VIRTIO_MMIO_BASE, VIRTIO_MMIO_SIZE};
+use crate::timing;
 use crate::vstate::ExitSignal;
 use crate::vstate::run_control::RunControl;
 use crate::vstate::vcpu::Vcpu;
@@ -193,7 +194,9 @@ pub fn build(cfg: &VmConfig) -> Result<BuiltVm, BuildError> {
         return Err(BuildError::Config(format!("vCPU count {} outside 1..=32", cfg.vcpus)));
     }
     let mem = memory::create_guest_memory(cfg.memory_mib)?;
+    timing::mark("guest memory");
     let vm = Vm::new(&mem)?;
+    timing::mark("KVM VM");
     let exit = ExitSignal::new().map_err(io("exit eventfd"))?;
 
     // Legacy devices on port I/O.
@@ -230,6 +233,7 @@ pub fn build(cfg: &VmConfig) -> Result<BuiltVm, BuildError> {
     if devices.len() > VIRTIO_MAX_DEVICES {
         return Err(BuildError::Config(format!("{} virtio devices, at most {VIRTIO_MAX_DEVICES}", devices.len())));
     }
+    timing::mark("legacy + device backends");
     let mut mmio = Bus::new();
     let mut infos = Vec::new();
     for (i, dev) in devices.into_iter().enumerate() {
@@ -250,6 +254,7 @@ pub fn build(cfg: &VmConfig) -> Result<BuiltVm, BuildError> {
     let power_button = EventFd::new(libc::EFD_NONBLOCK).map_err(io("power button irqfd"))?;
     vm.fd.register_irqfd(&power_button, GED_GSI).map_err(|e| BuildError::Kvm("KVM_IRQFD", e))?;
 
+    timing::mark("virtio transports");
     acpi::write_tables(
         &mem,
         &AcpiConfig {
@@ -259,6 +264,7 @@ pub fn build(cfg: &VmConfig) -> Result<BuiltVm, BuildError> {
             ged_gsi: Some(GED_GSI),
         },
     )?;
+    timing::mark("ACPI tables");
     let info = boot::load_linux(&mem, &cfg.kernel, cfg.initramfs.as_deref(), &cfg.cmdline)?;
 
     let pio = Arc::new(pio);
@@ -278,6 +284,7 @@ pub fn build(cfg: &VmConfig) -> Result<BuiltVm, BuildError> {
             control: control.clone(),
         });
     }
+    timing::mark("vCPUs");
     Ok(BuiltVm {
         vcpus,
         running: RunningVm {
@@ -301,19 +308,5 @@ fn legacy_serial_irq() -> u32 {
     crate::devices::legacy::SERIAL_IRQ
 }
 
-/// How long [`first_entry_within`] waits at most.
+/// How long `--timing` waits at most for the boot vCPU's first guest entry.
 pub const FIRST_ENTRY_WAIT: Duration = Duration::from_secs(5);
-
-/// Waits until the boot vCPU entered the guest (or `limit` passed); returns when it did.
-pub fn first_entry_within(limit: Duration) -> Option<std::time::Instant> {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(t) = crate::vstate::vcpu::FIRST_GUEST_ENTRY.get() {
-            return Some(*t);
-        }
-        if std::time::Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-}

@@ -12,7 +12,8 @@
 //! - [`seccomp`]: the system-call filter of the running VMM;
 //! - [`builder`]: assembles a VM from a [`builder::VmConfig`] and runs it to its end;
 //! - [`api`]: the control socket (pause, resume, stop, kill, status, metrics) and the main loop that applies it;
-//! - [`metrics`]: the process's counters.
+//! - [`metrics`]: the process's counters;
+//! - [`timing`]: start-up phase timings (`--timing`).
 
 pub mod acpi;
 pub mod api;
@@ -24,4 +25,5 @@ pub mod jail;
 pub mod memory;
 pub mod metrics;
 pub mod seccomp;
+pub mod timing;
 pub mod vstate;

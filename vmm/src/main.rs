@@ -130,7 +130,7 @@ fn cpu_time_ms() -> f64 {
 }
 
 fn main() {
-    let started = Instant::now();
+    let started = boxyard_vmm::timing::Stamp::now();
     let code = match run(started) {
         Ok(code) => code,
         Err(e) => {
@@ -141,8 +141,10 @@ fn main() {
     std::process::exit(code);
 }
 
-fn run(started: Instant) -> anyhow::Result<i32> {
+fn run(started: boxyard_vmm::timing::Stamp) -> anyhow::Result<i32> {
+    let uptime_from = Instant::now();
     let args = Args::parse();
+    boxyard_vmm::timing::mark("command line");
     let mut cmdline = args.cmdline.clone().unwrap_or_else(|| DEFAULT_CMDLINE.to_string());
     for a in &args.append {
         cmdline.push(' ');
@@ -164,6 +166,7 @@ fn run(started: Instant) -> anyhow::Result<i32> {
     }
     let jail = jail_config(&args)?;
     let filter = boxyard_vmm::seccomp::filter()?;
+    boxyard_vmm::timing::mark("seccomp compile");
     // The control socket is bound now, as root, by path; its thread starts after the jail.
     let control = match &args.control_socket {
         Some(p) => Some(ControlServer::bind(p).with_context(|| format!("control socket {}", p.display()))?),
@@ -197,6 +200,7 @@ fn run(started: Instant) -> anyhow::Result<i32> {
         boxyard_vmm::seccomp::report_blocked_calls();
         boxyard_vmm::seccomp::apply(&filter)?;
     }
+    boxyard_vmm::timing::mark("seccomp");
     let vm = built.start()?;
     let (jobs_tx, jobs) = std::sync::mpsc::sync_channel(4);
     let wake = Arc::new(EventFd::new(libc::EFD_NONBLOCK).context("control eventfd")?);
@@ -204,20 +208,14 @@ fn run(started: Instant) -> anyhow::Result<i32> {
         server.spawn(jobs_tx, wake.clone()).context("control socket thread")?;
     }
     if args.timing {
-        match builder::first_entry_within(builder::FIRST_ENTRY_WAIT) {
-            Some(t) => eprintln!(
-                "boxyard-vmm: first guest entry {:.2} ms after start ({:.2} CPU-ms so far)",
-                t.duration_since(started).as_secs_f64() * 1e3,
-                cpu_time_ms()
-            ),
-            None => eprintln!("boxyard-vmm: the boot vCPU did not enter the guest within 5 s"),
-        }
+        let entry = boxyard_vmm::timing::wait_first_entry(builder::FIRST_ENTRY_WAIT);
+        eprint!("{}", boxyard_vmm::timing::report(started, entry));
     }
-    let reason = Controller::new(&vm, started).run(&jobs, &wake);
+    let reason = Controller::new(&vm, uptime_from).run(&jobs, &wake);
     if args.timing {
         eprintln!(
             "boxyard-vmm: VM ended ({reason:?}) after {:.3} s, {:.1} CPU-ms in the VMM process",
-            started.elapsed().as_secs_f64(),
+            (boxyard_vmm::timing::Stamp::now().monotonic_ms - started.monotonic_ms) / 1e3,
             cpu_time_ms()
         );
     }

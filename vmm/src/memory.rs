@@ -6,9 +6,9 @@
 //! place, so the boot code, the ACPI tables and the device setup cannot disagree.
 
 use std::fs::File;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 
-use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap};
+use vm_memory::{Address, Bytes, FileOffset, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 /// Global descriptor table of the boot vCPU.
 pub const GDT_ADDR: u64 = 0x500;
@@ -97,7 +97,81 @@ pub fn create_guest_memory(mem_mib: u64) -> Result<GuestMemoryMmap, MemoryError>
         ranges.push((addr, len, Some(fo)));
         offset += len as u64;
     }
-    Ok(GuestMemoryMmap::from_ranges_with_files(ranges)?)
+    let mem = GuestMemoryMmap::from_ranges_with_files(ranges)?;
+    for r in mem.iter() {
+        // Transparent huge pages where the host allows them for shared memory (`shmem_enabled` = advise), as QEMU
+        // asks for its guest RAM: one 2 MiB page (and one nested-paging entry) instead of 512. Advice only: an
+        // error (no THP in this kernel) changes nothing.
+        // SAFETY: madvise on a live mapping of exactly this region; MADV_HUGEPAGE does not change its contents.
+        unsafe { libc::madvise(r.as_ptr().cast(), r.len() as usize, libc::MADV_HUGEPAGE) };
+    }
+    Ok(mem)
+}
+
+/// Copies `len` bytes of `src`, from byte `src_offset` on, into guest memory at `addr`.
+///
+/// Guest RAM is a memfd, so the bytes go in through the file with sendfile(2): the kernel copies them from the page
+/// cache of `src` into new memfd pages, without zeroing those pages first, without a page fault per 4 KiB page in
+/// the VMM, and without a bounce buffer (reading into the mapping instead faults in, zeroes and then overwrites every
+/// page; on these machines that is ~30% more CPU for the 14 MB kernel). The VMM's own mapping sees the same pages
+/// (it is a shared mapping of the memfd). Regions without a backing file are filled by reading into the mapping.
+pub fn load_from_file(
+    mem: &GuestMemoryMmap,
+    addr: GuestAddress,
+    src: &File,
+    src_offset: u64,
+    len: usize,
+) -> std::io::Result<()> {
+    let out_of_ram = || std::io::Error::new(std::io::ErrorKind::InvalidInput, "does not fit in guest RAM");
+    let region = mem.find_region(addr).ok_or_else(out_of_ram)?;
+    let start = addr.unchecked_offset_from(region.start_addr());
+    if start.checked_add(len as u64).is_none_or(|end| end > region.len()) {
+        return Err(out_of_ram());
+    }
+    let Some(fo) = region.file_offset() else {
+        return read_into_mapping(mem, addr, src, src_offset, len);
+    };
+    let out = fo.file();
+    let mut in_off = libc::off_t::try_from(src_offset).map_err(|_| out_of_ram())?;
+    let mut out_off = fo.start() + start;
+    let mut left = len;
+    while left > 0 {
+        // sendfile(2) writes at the output's file position, which every duplicate of the memfd shares: set it
+        // before each call (this runs while the VM is built, before any other thread touches the memfd).
+        let pos = libc::off_t::try_from(out_off).map_err(|_| out_of_ram())?;
+        // SAFETY: lseek on a descriptor we own.
+        if unsafe { libc::lseek(out.as_raw_fd(), pos, libc::SEEK_SET) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: both descriptors are open for the call; in_off is a valid out-pointer.
+        let n = unsafe { libc::sendfile(out.as_raw_fd(), src.as_raw_fd(), &mut in_off, left) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "file shorter than expected"));
+        }
+        left -= n as usize;
+        out_off += n as u64;
+    }
+    Ok(())
+}
+
+fn read_into_mapping(
+    mem: &GuestMemoryMmap,
+    addr: GuestAddress,
+    src: &File,
+    src_offset: u64,
+    len: usize,
+) -> std::io::Result<()> {
+    use std::io::{Seek, SeekFrom};
+    let mut f = src.try_clone()?;
+    f.seek(SeekFrom::Start(src_offset))?;
+    mem.read_exact_volatile_from(addr, &mut f, len).map_err(std::io::Error::other)
 }
 
 /// An anonymous memory file of `size` bytes.
@@ -129,6 +203,24 @@ mod tests {
         let r = ram_ranges(4 << 30);
         assert_eq!(r[0], (GuestAddress(0), MMIO_GAP_START as usize));
         assert_eq!(r[1], (GuestAddress(MMIO_GAP_END), ((4 << 30) - MMIO_GAP_START) as usize));
+    }
+
+    #[test]
+    fn files_load_through_the_memfd_and_read_back_through_the_mapping() {
+        let mem = create_guest_memory(64).unwrap();
+        let data: Vec<u8> = (0..3 * 4096 + 123).map(|i| (i * 7 % 251) as u8).collect();
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), &data).unwrap();
+        let file = File::open(f.path()).unwrap();
+        // Unaligned destination, a source offset, and a page the VMM already touched through the mapping.
+        mem.write_obj(0xffu8, GuestAddress(0x10_0000)).unwrap();
+        load_from_file(&mem, GuestAddress(0x10_0011), &file, 5, data.len() - 5).unwrap();
+        let mut back = vec![0u8; data.len() - 5];
+        mem.read_slice(&mut back, GuestAddress(0x10_0011)).unwrap();
+        assert_eq!(back, data[5..]);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(0x10_0000)).unwrap(), 0xff, "bytes before are kept");
+        assert!(load_from_file(&mem, GuestAddress((64 << 20) - 100), &file, 0, 200).is_err(), "past the end");
+        assert!(load_from_file(&mem, GuestAddress(0), &file, 0, data.len() + 1).is_err(), "past the file's end");
     }
 
     #[test]

@@ -1,4 +1,8 @@
-//! `boxyard-runner vm bench`: boot-to-agent-ready and exec round-trip medians.
+//! `boxyard-runner vm bench`: boot-to-agent-ready and exec round-trip medians, on either VM backend (`--backend qemu`
+//! or `--backend kvm`, our own monitor), so `scripts/bench-vmm.sh` can print both side by side from one machine.
+//!
+//! The exec round trip is one `Exec` of `true` plus the `Wait` for its result over the agent channel, measured in
+//! the runner (what a box's caller sees, minus the control plane), N times on the last booted VM.
 //!
 //! A benchmark, not a test: it prints numbers and asserts nothing.
 
@@ -11,11 +15,15 @@ use boxyard_runner::vm::{VmBackend, VmSpec};
 use clap::Args;
 
 use super::VmOptions;
+use super::vm_run::RunBackend;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
     #[command(flatten)]
     pub vm: VmOptions,
+    /// VM backend: QEMU, or our own KVM monitor (boxyard-vmm; needs hardware virtualization).
+    #[arg(long, value_enum, default_value = "qemu")]
+    pub backend: RunBackend,
     /// Number of VM boots.
     #[arg(long, default_value_t = 5)]
     pub boots: usize,
@@ -28,17 +36,25 @@ pub struct BenchArgs {
 }
 
 fn median(v: &mut [f64]) -> f64 {
+    percentile(v, 50)
+}
+
+/// The `p`th percentile (nearest rank) of `v`; NaN when empty.
+fn percentile(v: &mut [f64], p: usize) -> f64 {
     v.sort_by(f64::total_cmp);
-    if v.is_empty() { f64::NAN } else { v[v.len() / 2] }
+    if v.is_empty() { f64::NAN } else { v[((v.len() - 1) * p).div_ceil(100).min(v.len() - 1)] }
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
-    let backend = args.vm.guest.backend();
+    let backend: std::sync::Arc<dyn VmBackend> = match args.backend {
+        RunBackend::Auto => args.vm.guest.auto_backend(),
+        RunBackend::Qemu => std::sync::Arc::new(args.vm.guest.backend()),
+        RunBackend::Kvm => std::sync::Arc::new(args.vm.guest.kvm_backend()?),
+    };
     let image = args.vm.guest.image();
     println!(
-        "backend {} machine {:?}, {} vCPU, {} MiB, {} boots, {} execs",
+        "backend {}, {} vCPU, {} MiB, {} boots, {} execs",
         backend.name(),
-        backend.machine,
         args.vm.cpus,
         args.vm.memory,
         args.boots,
@@ -68,7 +84,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             run_dir: dir.path().to_path_buf(),
             extra_kernel_args: args.vm.guest.kernel_args.clone(),
         };
-        let mut l = launch(&backend, spec, Duration::from_secs(args.vm.guest.boot_timeout)).await?;
+        let mut l = launch(backend.as_ref(), spec, Duration::from_secs(args.vm.guest.boot_timeout)).await?;
         let ping = l.agent.ping(PingRequest {}).await.context("ping")?.into_inner();
         boot_ms.push(l.boot_time.as_secs_f64() * 1000.0);
         kernel_ms.push(ping.kernel_boot_ms as f64);
@@ -99,8 +115,30 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     println!("median boot to agent ready (wall): {:.0} ms", median(&mut boot_ms));
     println!("median guest uptime at init: {:.0} ms", median(&mut kernel_ms));
     println!("median guest uptime at agent ready: {:.0} ms", median(&mut ready_ms));
-    if !exec_ms.is_empty() {
-        println!("median exec round trip of `true`: {:.1} ms", median(&mut exec_ms));
+    if let Some(first) = exec_ms.first().copied() {
+        let n = exec_ms.len();
+        let p90 = percentile(&mut exec_ms, 90);
+        println!(
+            "exec round trip of `true` ({}): median {:.2} ms, p90 {p90:.2} ms, min {:.2} ms, first {first:.2} ms ({n} execs)",
+            backend.name(),
+            median(&mut exec_ms),
+            exec_ms[0],
+        );
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let mut v: Vec<f64> = (1..=20).rev().map(f64::from).collect();
+        assert_eq!(median(&mut v), 11.0);
+        assert_eq!(percentile(&mut v, 90), 19.0);
+        assert_eq!(percentile(&mut v, 100), 20.0);
+        assert_eq!(percentile(&mut [3.0], 90), 3.0);
+        assert!(percentile(&mut [], 50).is_nan());
+    }
 }

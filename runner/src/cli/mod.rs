@@ -58,7 +58,7 @@ pub enum VmCommand {
     /// Exit status: the command's own; 128+N if a signal N killed it; 124 if --timeout fired; 125 if the runner
     /// failed.
     Run(vm_run::RunArgs),
-    /// Measure boot time to agent ready and exec round trips; prints medians.
+    /// Measure boot time to agent ready and exec round trips (`--backend qemu|kvm`); prints medians and p90.
     Bench(bench::BenchArgs),
 }
 

@@ -38,6 +38,21 @@ const MSR_IA32_TSC: u32 = 0x10;
 const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
 const MISC_ENABLE_FAST_STRING: u64 = 1;
 
+/// CPUID leaf 1 ECX bit 24: the LAPIC timer has TSC-deadline mode.
+const CPUID_1_ECX_TSC_DEADLINE: u32 = 1 << 24;
+
+/// Adds to KVM's supported CPUID what KVM emulates but reports through a capability instead of
+/// `KVM_GET_SUPPORTED_CPUID`: the TSC-deadline LAPIC timer (`KVM_CAP_TSC_DEADLINE_TIMER`), as QEMU's `-cpu host`
+/// does. With it the guest kernel arms its timer by writing one MSR and skips the LAPIC timer calibration (100 ms
+/// of polling the timer against the TSC at boot).
+pub fn add_emulated_features(cpuid: &mut CpuId, tsc_deadline: bool) {
+    for e in cpuid.as_mut_slice() {
+        if e.function == 1 && tsc_deadline {
+            e.ecx |= CPUID_1_ECX_TSC_DEADLINE;
+        }
+    }
+}
+
 /// Patches KVM's supported CPUID for vCPU `index` of `count`: APIC IDs, logical processor count, hypervisor bit.
 pub fn patch_cpuid(cpuid: &mut CpuId, index: u8, count: u8) {
     for e in cpuid.as_mut_slice() {
@@ -207,6 +222,16 @@ mod tests {
         assert_eq!(s[0].ebx & 0xffff, 0x0800, "CLFLUSH size kept");
         assert_ne!(s[0].ecx & (1 << 31), 0, "hypervisor bit");
         assert_eq!(s[1].edx, 3);
+    }
+
+    #[test]
+    fn tsc_deadline_is_added_only_when_kvm_has_it() {
+        let entries = [kvm_cpuid_entry2 { function: 1, ecx: 1, ..Default::default() }];
+        let mut cpuid = CpuId::from_entries(&entries).unwrap();
+        add_emulated_features(&mut cpuid, false);
+        assert_eq!(cpuid.as_slice()[0].ecx, 1);
+        add_emulated_features(&mut cpuid, true);
+        assert_eq!(cpuid.as_slice()[0].ecx, 1 | CPUID_1_ECX_TSC_DEADLINE);
     }
 
     #[test]

@@ -3,8 +3,7 @@
 //! error ends the VM through the [`ExitSignal`]; the main thread then ends the process, so vCPU threads are never
 //! joined.
 
-use std::sync::{Arc, OnceLock};
-use std::time::Instant;
+use std::sync::Arc;
 
 use kvm_ioctls::{VcpuExit, VcpuFd};
 
@@ -12,9 +11,6 @@ use super::run_control::RunControl;
 use super::{ExitReason, ExitSignal};
 use crate::bus::Bus;
 use crate::metrics::METRICS;
-
-/// When the boot vCPU first entered the guest (for start-up measurements).
-pub static FIRST_GUEST_ENTRY: OnceLock<Instant> = OnceLock::new();
 
 /// One vCPU and what its exits are dispatched to.
 pub struct Vcpu {
@@ -44,7 +40,7 @@ impl Vcpu {
         loop {
             self.control.park_while_paused();
             if self.index == 0 {
-                FIRST_GUEST_ENTRY.get_or_init(Instant::now);
+                crate::timing::record_first_entry();
             }
             let reason = match self.fd.run() {
                 Ok(VcpuExit::IoIn(port, data)) => {

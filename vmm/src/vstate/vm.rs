@@ -24,7 +24,7 @@ pub struct Vm {
     pub kvm: Kvm,
     /// The VM.
     pub fd: VmFd,
-    /// KVM's supported CPUID, the base of every vCPU's CPUID.
+    /// KVM's supported CPUID plus the features KVM emulates but reports separately, the base of every vCPU's CPUID.
     pub supported_cpuid: kvm_bindings::CpuId,
 }
 
@@ -60,8 +60,12 @@ impl Vm {
         fd.create_irq_chip().map_err(|e| VmError::Kvm("KVM_CREATE_IRQCHIP", e))?;
         let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
         fd.create_pit2(pit).map_err(|e| VmError::Kvm("KVM_CREATE_PIT2", e))?;
-        let supported_cpuid =
+        let mut supported_cpuid =
             kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(|e| VmError::Kvm("KVM_GET_SUPPORTED_CPUID", e))?;
+        crate::arch::cpu::add_emulated_features(
+            &mut supported_cpuid,
+            kvm.check_extension(kvm_ioctls::Cap::TscDeadlineTimer),
+        );
         Ok(Self { kvm, fd, supported_cpuid })
     }
 }

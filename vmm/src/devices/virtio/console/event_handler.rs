@@ -5,6 +5,12 @@
 //! while the guest has no receive buffers for what was read (backpressure to the host). Guest → host bytes are
 //! written without blocking; while a remainder is pending, no further chain is taken from the guest (backpressure
 //! to the guest). A hang-up drops the connection, tells the guest the host end closed, and listens again.
+//!
+//! Clients that gave up while waiting in the backlog are skipped when accepting ([`accept_live`]): the runner
+//! connects as soon as the socket exists, long before the guest opens the port, and retries with a fresh connection
+//! each time its handshake times out (0.5 s, doubling to 4 s). Serving those dead connections first, one guest
+//! round trip each, kept the live one waiting until its own attempt timed out: seconds of boot as the runner sees
+//! it.
 
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
@@ -17,6 +23,27 @@ use vmm_sys_util::eventfd::EventFd;
 use super::ports::{NUM_QUEUES, Ports};
 use crate::devices::virtio::Interrupt;
 use crate::devices::virtio::event_loop::Handler;
+
+/// Accepts the first queued connection whose client is still there; connections whose client already closed its
+/// end (`POLLHUP`: both directions shut) are closed unserved. `None` when no live connection is waiting (the
+/// listener is non-blocking).
+pub fn accept_live(listener: &UnixListener) -> std::io::Result<Option<UnixStream>> {
+    loop {
+        let s = match listener.accept() {
+            Ok((s, _)) => s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(None),
+            Err(e) if e.kind() == ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        let mut pfd = libc::pollfd { fd: s.as_raw_fd(), events: 0, revents: 0 };
+        // SAFETY: one valid pollfd, zero timeout.
+        let n = unsafe { libc::poll(&mut pfd, 1, 0) };
+        if n == 1 && pfd.revents & libc::POLLHUP != 0 {
+            continue;
+        }
+        return Ok(Some(s));
+    }
+}
 
 const LISTENER: u64 = 100;
 const CONNECTION: u64 = 101;
@@ -64,14 +91,14 @@ impl ConsoleHandler {
     }
 
     fn accept(&mut self) {
-        match self.listener.accept() {
-            Ok((s, _)) => {
+        match accept_live(&self.listener) {
+            Ok(Some(s)) => {
                 if s.set_nonblocking(true).is_ok() {
                     self.conn = Some(s);
                     self.ports.set_host_connected(true);
                 }
             }
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Ok(None) => {}
             Err(e) => eprintln!("boxyard-vmm: agent socket accept: {e}"),
         }
     }

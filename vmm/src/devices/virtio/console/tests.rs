@@ -241,3 +241,31 @@ fn worker_joins_the_port_to_a_unix_socket_client() {
 fn console_listener(c: &super::Console) -> std::os::unix::net::UnixListener {
     c.listener_clone().unwrap()
 }
+
+#[test]
+fn clients_that_gave_up_in_the_backlog_are_skipped() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::{UnixListener, UnixStream};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.sock");
+    let listener = UnixListener::bind(&path).unwrap();
+    listener.set_nonblocking(true).unwrap();
+    assert!(super::event_handler::accept_live(&listener).unwrap().is_none(), "nobody waiting");
+    // Two attempts that timed out (said HELLO, then closed), then the live one.
+    for _ in 0..2 {
+        let mut dead = UnixStream::connect(&path).unwrap();
+        dead.write_all(b"stale").unwrap();
+    }
+    let mut live = UnixStream::connect(&path).unwrap();
+    live.write_all(b"fresh").unwrap();
+    // A client that only shut its write side still waits for an answer: it is served.
+    let half = UnixStream::connect(&path).unwrap();
+    half.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut got = super::event_handler::accept_live(&listener).unwrap().expect("the live client");
+    let mut buf = [0u8; 5];
+    got.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"fresh");
+    assert!(super::event_handler::accept_live(&listener).unwrap().is_some(), "the half-closed client is served");
+    assert!(super::event_handler::accept_live(&listener).unwrap().is_none());
+    drop(half);
+}
