@@ -42,7 +42,16 @@ async fn a_box_is_a_real_vm_from_create_to_delete() {
     let (_, api) = admin.org("alpha").await;
 
     let t = Instant::now();
-    let b = api.create_box(json!({"vcpus": 1, "memory_mib": 256})).await;
+    let created = api.post("/v1/boxes", json!({"vcpus": 1, "memory_mib": 256})).await;
+    assert_eq!(
+        (created.status, &created.body["state"]),
+        (201, &json!("running")),
+        "{}\nrunner log:\n{}\ncontrol plane log:\n{}",
+        created.body,
+        r.log(),
+        cp.log()
+    );
+    let b = created.body["id"].as_str().unwrap().to_string();
     eprintln!("create → running: {:?}", t.elapsed());
     let e = api.exec(&b, &["sh", "-c", "echo hello from a microVM; cat /proc/1/comm; echo err >&2; exit 7"]).await;
     let mut out = Output::default();
@@ -57,9 +66,9 @@ async fn a_box_is_a_real_vm_from_create_to_delete() {
     // Stop powers the VM off; start boots it again with the box's disk (what it wrote is still there).
     let e = api.exec(&b, &["sh", "-c", "echo kept > /root/marker; sync"]).await;
     assert_eq!(api.wait_execution(&b, &e).await["exit_code"], 0);
-    let st = api.post(&format!("/v1/boxes/{b}/stop"), json!({})).await;
+    let st = post_retrying(&api, &format!("/v1/boxes/{b}/stop")).await;
     assert_eq!(st.ok()["state"], "stopped", "{}", r.log());
-    let st = api.post(&format!("/v1/boxes/{b}/start"), json!({})).await;
+    let st = post_retrying(&api, &format!("/v1/boxes/{b}/start")).await;
     assert_eq!(st.ok()["state"], "running", "{}", r.log());
     let e = api.exec(&b, &["cat", "/root/marker"]).await;
     let mut out = Output::default();
@@ -78,6 +87,20 @@ async fn a_box_is_a_real_vm_from_create_to_delete() {
         }
         assert!(Instant::now() < deadline, "the runner still has the box: {}\n{}", rr.body, r.log());
         tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// POSTs `{}` to `path`, following `retry_after` on a 409 `invalid_state` answer as the API asks clients to (a
+/// heartbeat that updates the box between the load and the transition makes the control plane answer "retry").
+async fn post_retrying(api: &Api, path: &str) -> Resp {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = api.post(path, json!({})).await;
+        let Some(secs) = r.body["retry_after"].as_u64() else { return r };
+        if r.status != 409 || r.body["code"] != "invalid_state" || Instant::now() > deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_secs(secs)).await;
     }
 }
 
