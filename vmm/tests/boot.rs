@@ -6,8 +6,8 @@
 //! no_new_privs, seccomp mode and empty root from /proc.
 //!
 //! Where it runs: directly on a host with hardware virtualization (vmx/svm) and /dev/kvm, or inside the nested-KVM
-//! harness (BOXYARD_NESTED=1). Elsewhere the test re-runs itself inside `scripts/nested-kvm.sh`. It reports a
-//! visible skip when the guest image is not built (`scripts/build-guest.sh`, `scripts/build-rootfs.sh`) or QEMU is
+//! harness (BOXYARD_NESTED=1). Elsewhere the test re-runs itself inside `scripts/nested-kvm.sh`. It fails, naming
+//! the fix, when the guest image is not built (`scripts/build-guest.sh`, `scripts/build-rootfs.sh`) or QEMU is
 //! missing.
 
 #![cfg_attr(test, allow(clippy::unwrap_used))]
